@@ -44,6 +44,9 @@ struct cfg_value {
 	int64_t num;
 	const char *str;
 	size_t len;
+	/* as written, where the effective value differs: a file:// secret
+	 * (str holds the file's contents), a relative path (str is resolved) */
+	const char *written;
 	struct ipaddr addr;
 	const struct cfg_list *list;
 	/* list-typed settings: the elements (num/str/addr of each) */

@@ -1,0 +1,196 @@
+/*
+ * main.c - tern's command line.
+ *
+ * Subcommands are dispatched from a table; each parses its own options.
+ * Exit codes: 0 success, 1 the thing checked is wrong (e.g. an invalid
+ * configuration), 2 usage errors.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/settings.h"
+#include "util/strbuf.h"
+
+#ifndef TERN_VERSION
+#define TERN_VERSION "0.1.0"
+#endif
+#ifndef TERN_DEFAULT_CONFIG
+#define TERN_DEFAULT_CONFIG "/etc/tern/tern.toml"
+#endif
+
+static const char usage_text[] =
+	"usage: tern COMMAND [OPTIONS]\n"
+	"\n"
+	"tern is a mail transfer agent for outbound transport and routing.\n"
+	"\n"
+	"Commands:\n"
+	"  config check [-c FILE] [--strict]\n"
+	"                     validate the configuration; every problem is printed as\n"
+	"                     FILE:LINE:COL: key: message. Exit 0 when valid, else 1.\n"
+	"                     --strict makes unknown keys errors instead of warnings.\n"
+	"  config dump [-c FILE]\n"
+	"                     print the effective settings, defaults included, as TOML\n"
+	"  config keys        list every configuration key with its type, default,\n"
+	"                     the rule variables it accepts and what it does\n"
+	"\n"
+	"Options:\n"
+	"  -c, --config FILE  configuration file (default " TERN_DEFAULT_CONFIG ")\n"
+	"  -h, --help         this text\n"
+	"  -V, --version      print the version\n";
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "tern: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\nTry 'tern --help'.\n");
+	return 2;
+}
+
+struct config_opts {
+	const char *path;
+	unsigned flags;
+};
+
+/* Options shared by the config subcommands; returns -1 when fine. */
+static int parse_config_opts(int argc, char **argv, bool allow_strict, struct config_opts *o)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "strict", no_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+
+	o->path = TERN_DEFAULT_CONFIG;
+	o->flags = 0;
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+c:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			o->path = optarg;
+			break;
+		case 's':
+			if (!allow_strict)
+				return usage_error("%s does not take --strict", argv[0]);
+			o->flags |= CONFIG_STRICT;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return 0;
+		default:
+			return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return usage_error("unexpected argument '%s'", argv[optind]);
+	return -1;
+}
+
+static struct config *load_reporting(const struct config_opts *o)
+{
+	struct diags diags;
+	struct config *cfg;
+
+	diags_init(&diags, o->path);
+	cfg = config_load_file(o->path, o->flags, &diags);
+	diags_print(&diags, stderr);
+	diags_free(&diags);
+	return cfg;
+}
+
+static int cmd_config_check(int argc, char **argv)
+{
+	struct config_opts o;
+	struct config *cfg;
+	int rc = parse_config_opts(argc, argv, true, &o);
+
+	if (rc >= 0)
+		return rc;
+	cfg = load_reporting(&o);
+	if (cfg == NULL)
+		return 1;
+	printf("%s: configuration is valid\n", o.path);
+	config_free(cfg);
+	return 0;
+}
+
+static int cmd_config_dump(int argc, char **argv)
+{
+	struct config_opts o;
+	struct config *cfg;
+	struct strbuf out;
+	int rc = parse_config_opts(argc, argv, false, &o);
+
+	if (rc >= 0)
+		return rc;
+	cfg = load_reporting(&o);
+	if (cfg == NULL)
+		return 1;
+	strbuf_init(&out);
+	config_dump(cfg, &out);
+	config_free(cfg);
+	if (strbuf_failed(&out)) {
+		strbuf_free(&out);
+		fprintf(stderr, "tern: out of memory\n");
+		return 1;
+	}
+	fwrite(out.data, 1, out.len, stdout);
+	strbuf_free(&out);
+	return 0;
+}
+
+static int cmd_config_keys(int argc, char **argv)
+{
+	struct strbuf out;
+
+	if (argc > 1)
+		return usage_error("unexpected argument '%s'", argv[1]);
+	strbuf_init(&out);
+	config_describe_keys(&out);
+	fputs(strbuf_str(&out), stdout);
+	strbuf_free(&out);
+	return 0;
+}
+
+static const struct {
+	const char *name;
+	int (*run)(int argc, char **argv);
+} config_cmds[] = {
+	{ "check", cmd_config_check },
+	{ "dump", cmd_config_dump },
+	{ "keys", cmd_config_keys },
+};
+
+static int cmd_config(int argc, char **argv)
+{
+	if (argc < 2)
+		return usage_error("%s needs a subcommand: check, dump or keys", "config");
+	for (size_t i = 0; i < sizeof(config_cmds) / sizeof(config_cmds[0]); i++)
+		if (strcmp(argv[1], config_cmds[i].name) == 0)
+			return config_cmds[i].run(argc - 1, argv + 1);
+	return usage_error("unknown config subcommand '%s'", argv[1]);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fputs(usage_text, stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		fputs(usage_text, stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0) {
+		printf("tern %s\n", TERN_VERSION);
+		return 0;
+	}
+	if (strcmp(argv[1], "config") == 0)
+		return cmd_config(argc - 1, argv + 1);
+	return usage_error("unknown command '%s'", argv[1]);
+}
