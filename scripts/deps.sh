@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# deps.sh - install the Debian packages tern needs, when they are missing.
+#   scripts/deps.sh build   what building tern needs
+#   scripts/deps.sh test    that, plus what the test suite needs
+# Only missing packages are installed; an up-to-date machine does nothing.
+set -euo pipefail
+
+build_pkgs=(gcc make libc6-dev)
+test_pkgs=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest)
+
+want=("${build_pkgs[@]}")
+if [ "${1:-build}" = test ]; then
+	want+=("${test_pkgs[@]}")
+fi
+
+missing=()
+for p in "${want[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+		missing+=("$p")
+	fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps: installing ${missing[*]}" >&2
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# test.sh - the whole test suite: install what is missing, build tern (release
+# and ASan+UBSan) and the fuzz harnesses, then run every suite. The last line
+# is the runner's summary: "N passed, M failed".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh test
+make -j"$(nproc)" all unit fuzz >/dev/null
+exec python3 tests/run_all.py
