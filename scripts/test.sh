@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
 make -j"$(nproc)" all unit fuzz >/dev/null
-exec python3 tests/run_all.py
+# Debian's interpreter: the test libraries (python3-pytest, later python3-aiosmtpd) are
+# installed for it, whatever other python3 comes first on PATH.
+exec /usr/bin/python3 tests/run_all.py

@@ -521,7 +521,7 @@ static void check_section(struct cfg_loader *l, struct cfg_section *sec)
 	for (size_t k = 0; k < CFG_KEY_COUNT; k++) {
 		const struct cfg_key_def *def = &cfg_key_defs[k];
 
-		if (cfg_key_group((enum cfg_key)k) != sec->group || sec->rules[k] != NULL)
+		if (cfg_key_group((enum cfg_key)k) != sec->group || sec->written[k])
 			continue;
 		/* Name the key as the user would write it. */
 		strbuf_reset(&name);
@@ -540,18 +540,21 @@ static void check_section(struct cfg_loader *l, struct cfg_section *sec)
 		if (def->def != NULL)
 			sec->rules[k] = compile_default(l, (enum cfg_key)k, sec, strbuf_str(&name));
 	}
-	strbuf_free(&name);
-
 	if (sec->group == CFG_GROUP_REMOTE) {
 		const struct cfg_value *user = cfg_section_get(sec, CFG_REMOTE_AUTH_USERNAME);
 		const struct cfg_value *secret = cfg_section_get(sec, CFG_REMOTE_AUTH_SECRET);
 		bool has_user = user != NULL && !user->none, has_secret = secret != NULL && !secret->none;
 
-		if (has_user != has_secret)
-			diag_error(l->diags, has_user ? user->pos : secret->pos,
-				   has_user ? "auth.username" : "auth.secret",
-				   "remote \"%s\": auth.username and auth.secret go together", sec->id);
+		if (has_user != has_secret) {
+			strbuf_reset(&name);
+			strbuf_puts(&name, "remote.");
+			cfg_put_key_segment(&name, sec->id, strlen(sec->id));
+			strbuf_puts(&name, has_user ? ".auth.username" : ".auth.secret");
+			diag_error(l->diags, has_user ? user->pos : secret->pos, strbuf_str(&name),
+				   "auth.username and auth.secret go together; the other is missing");
+		}
 	}
+	strbuf_free(&name);
 }
 
 static struct config *load_doc(struct toml_doc *doc, const char *dir, unsigned flags,
@@ -590,9 +593,10 @@ static struct config *load_doc(struct toml_doc *doc, const char *dir, unsigned f
 		if (a->value == NULL)
 			continue;
 		r = compile(&l, a->key, a->name, a->value);
-		if (a->section != NULL)
+		if (a->section != NULL) {
 			a->section->rules[a->key] = r;
-		else
+			a->section->written[a->key] = true;
+		} else
 			cfg->global[a->key] = r;
 	}
 	free(l.assign);

@@ -66,6 +66,7 @@ struct cfg_section {
 	enum cfg_group group;
 	struct toml_pos pos;
 	const struct rule *rules[CFG_KEY_COUNT]; /* only this group's keys are set */
+	bool written[CFG_KEY_COUNT]; /* the file sets it (even if invalid) */
 };
 
 struct config;

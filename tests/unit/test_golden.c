@@ -5,6 +5,8 @@
  *
  * "@DIR@" in a .toml stands for the golden folder's absolute path (for
  * file:// lists and secrets) and is written back as "@DIR@" in the output.
+ * The machine's host name (the default of server.hostname) is written as
+ * "@HOSTNAME@" where it appears as a whole quoted value or after an '@'.
  * A name containing "strict" is loaded with --strict. Set UPDATE_GOLDEN=1
  * to rewrite the .out files after reviewing a change in the output.
  */
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -62,6 +65,23 @@ static void replace_all(struct strbuf *out, const char *in, size_t len, const ch
 	}
 }
 
+static void mask_hostname(struct strbuf *sb)
+{
+	char host[HOST_NAME_MAX + 1], quoted[HOST_NAME_MAX + 4], at[HOST_NAME_MAX + 4];
+	struct strbuf tmp;
+
+	if (gethostname(host, sizeof(host)) != 0)
+		return;
+	host[HOST_NAME_MAX] = '\0';
+	snprintf(quoted, sizeof(quoted), "\"%s\"", host);
+	snprintf(at, sizeof(at), "@%s\"", host);
+	strbuf_init(&tmp);
+	replace_all(&tmp, sb->data, sb->len, quoted, "\"@HOSTNAME@\"");
+	strbuf_reset(sb);
+	replace_all(sb, tmp.data, tmp.len, at, "@@HOSTNAME@\"");
+	strbuf_free(&tmp);
+}
+
 static void run_golden(void **state)
 {
 	const char *name = *state;
@@ -101,6 +121,7 @@ static void run_golden(void **state)
 	}
 	strbuf_init(&final);
 	replace_all(&final, output.data, output.len, golden_abs, "@DIR@");
+	mask_hostname(&final);
 
 	if (getenv("UPDATE_GOLDEN") != NULL) {
 		FILE *f = fopen(out_path, "wb");
