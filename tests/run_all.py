@@ -112,7 +112,9 @@ def main():
             try:
                 corpus = os.path.join(work, "corpus")
                 shutil.copytree(seeds, corpus) if os.path.isdir(seeds) else os.mkdir(corpus)
-                run("fuzz " + name, [binary, "-max_total_time=%d" % FUZZ_SECONDS,
+                dict_path = os.path.join(REPO, "tests/fuzz", name + ".dict")
+                extra = ["-dict=" + dict_path] if os.path.exists(dict_path) else []
+                run("fuzz " + name, [binary, "-max_total_time=%d" % FUZZ_SECONDS, *extra,
                                      "-rss_limit_mb=2048", "-timeout=10",
                                      "-artifact_prefix=" + work + "/", corpus],
                     parse_fuzz, env=san_env)
