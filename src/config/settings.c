@@ -15,15 +15,15 @@
 #include "config/settings.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/internal.h"
 #include "config/values.h"
+#include "util/fileio.h"
+#include "util/text.h"
 
 #define CFG_FILE_MAX (64 * 1024 * 1024)
 #define CFG_MAX_SEGS 8
@@ -221,34 +221,6 @@ static struct cfg_section *section_get(struct cfg_loader *l, enum cfg_group grou
 	return sec;
 }
 
-static size_t edit_distance(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	size_t row[128];
-
-	if (lb >= sizeof(row) / sizeof(row[0]) || la >= 128)
-		return SIZE_MAX;
-	for (size_t j = 0; j <= lb; j++)
-		row[j] = j;
-	for (size_t i = 1; i <= la; i++) {
-		size_t diag = row[0];
-
-		row[0] = i;
-		for (size_t j = 1; j <= lb; j++) {
-			size_t up = row[j];
-			size_t best = diag + (a[i - 1] != b[j - 1]);
-
-			if (up + 1 < best)
-				best = up + 1;
-			if (row[j - 1] + 1 < best)
-				best = row[j - 1] + 1;
-			row[j] = best;
-			diag = up;
-		}
-	}
-	return row[lb];
-}
-
 /* The known key closest to an unknown path, with the path's own ids in
  * place of '*', or NULL when nothing is close. */
 static const char *suggest_key(struct cfg_loader *l, size_t depth, const char *unknown)
@@ -272,7 +244,7 @@ static const char *suggest_key(struct cfg_loader *l, size_t depth, const char *u
 			else
 				strbuf_append(&sb, key_segs[k].seg[i], key_segs[k].len[i]);
 		}
-		dist = edit_distance(unknown, strbuf_str(&sb));
+		dist = text_edit_distance(unknown, strlen(unknown), sb.data, sb.len);
 		if (dist <= best_dist && dist > 0 && !strbuf_failed(&sb)) {
 			/* Suggest the whole key when the typo is in its last segment. */
 			for (size_t i = n; i < key_segs[k].n; i++) {
@@ -633,43 +605,21 @@ struct config *config_load_buffer(const char *buf, size_t len, const char *dir, 
 
 struct config *config_load_file(const char *path, unsigned flags, struct diags *diags)
 {
-	struct stat st;
 	struct config *cfg;
 	char *buf, *dir, *slash;
-	size_t got = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t len;
+	int err = file_read_all(path, CFG_FILE_MAX, &buf, &len);
 
-	if (fd < 0) {
-		diag_error(diags, no_pos, "", "cannot open: %s", strerror(errno));
-		return NULL;
-	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > CFG_FILE_MAX) {
-		diag_error(diags, no_pos, "",
-			   "not a regular file of at most %d bytes", CFG_FILE_MAX);
-		close(fd);
-		return NULL;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	while (buf != NULL && got < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	close(fd);
-	if (buf == NULL || got != (size_t)st.st_size) {
+	if (err != 0) {
 		diag_error(diags, no_pos, "", "cannot read: %s",
-			   buf == NULL ? "out of memory" : strerror(errno));
-		free(buf);
+			   err == EFBIG ? "larger than 64 MiB" : strerror(err));
 		return NULL;
 	}
 	/* Relative paths in the file are relative to its folder. */
 	dir = realpath(path, NULL);
 	if (dir != NULL && (slash = strrchr(dir, '/')) != NULL)
 		*(slash == dir ? slash + 1 : slash) = '\0';
-	cfg = config_load_buffer(buf, got, dir != NULL ? dir : ".", flags, diags);
+	cfg = config_load_buffer(buf, len, dir != NULL ? dir : ".", flags, diags);
 	free(dir);
 	free(buf);
 	return cfg;

@@ -11,15 +11,14 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "config/internal.h"
+#include "util/fileio.h"
 
 /* Files named by file:// secrets are small; refuse anything absurd. */
 #define CFG_SECRET_MAX (1024 * 1024)
@@ -175,40 +174,23 @@ static const char *const policy_canonical[] = { "optional", "require", "disable"
 static bool read_secret_file(struct cfg_value_ctx *c, const struct toml_value *v, const char *path,
 			     struct cfg_value *out, struct diags *diags)
 {
-	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char *data;
+	size_t len;
+	int err = file_read_all(path, CFG_SECRET_MAX, &data, &len);
 
-	if (fd < 0) {
-		diag_error(diags, v->pos, c->key, "cannot open %s: %s", path, strerror(errno));
-		return false;
-	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > CFG_SECRET_MAX) {
-		diag_error(diags, v->pos, c->key, "%s is not a regular file of at most %d bytes",
-			   path, CFG_SECRET_MAX);
-		close(fd);
-		return false;
-	}
-	char *buf = arena_alloc(&c->cfg->arena, (size_t)st.st_size + 1);
-	size_t got = 0;
-	while (buf != NULL && got < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	close(fd);
-	if (buf == NULL || got != (size_t)st.st_size) {
-		diag_error(diags, v->pos, c->key, "cannot read %s", path);
+	if (err != 0) {
+		diag_error(diags, v->pos, c->key, "cannot read %s: %s", path,
+			   err == EFBIG ? "larger than 1 MiB" : strerror(err));
 		return false;
 	}
 	/* A secret written with an editor ends in a newline that is not part of it. */
-	while (got > 0 && (buf[got - 1] == '\n' || buf[got - 1] == '\r'))
-		got--;
-	buf[got] = '\0';
-	out->str = buf;
-	out->len = got;
+	while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
+		len--;
+	out->str = arena_strndup(&c->cfg->arena, data, len);
+	free(data);
+	if (out->str == NULL)
+		return false;
+	out->len = len;
 	out->written = v->u.str.ptr;
 	return true;
 }

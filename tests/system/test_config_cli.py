@@ -55,7 +55,7 @@ def test_missing_file(tern, tmp_path):
     path = str(tmp_path / "nope.toml")
     r = tern("config", "check", "-c", path)
     assert r.returncode == 1
-    assert r.stderr == "%s: cannot open: No such file or directory\n" % path
+    assert r.stderr == "%s: cannot read: No such file or directory\n" % path
 
 
 def test_syntax_error_has_position(tern, tmp_path):
