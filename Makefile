@@ -10,9 +10,9 @@ CSTD     = -std=c11 -D_GNU_SOURCE
 WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
 CPPFLAGS += -Isrc
-LDLIBS  +=
+LDLIBS  += -levent -levent_pthreads -lpthread
 
-LIB_SRC  = $(wildcard src/util/*.c src/config/*.c)
+LIB_SRC  = $(wildcard src/*/*.c)
 TERN_SRC = src/main.c
 TOOL_SRC = tools/toml_decode.c
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
