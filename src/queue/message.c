@@ -26,10 +26,14 @@ struct message *message_new(const char *sender, size_t sender_len)
 
 	if (m == NULL)
 		return NULL;
-	if (!message_set_string(&m->sender, sender, sender_len)) {
+	if (!message_set_string(&m->sender, sender, sender_len) ||
+	    !message_set_string(&m->sender_lower, sender, sender_len)) {
+		free(m->sender);
 		free(m);
 		return NULL;
 	}
+	for (char *p = m->sender_lower; *p != '\0'; p++)
+		*p = (char)tolower((unsigned char)*p);
 	return m;
 }
 
@@ -80,6 +84,7 @@ void message_free(struct message *m)
 	}
 	free(m->rcpts);
 	free(m->sender);
+	free(m->sender_lower);
 	free(m->envid);
 	free(m);
 }

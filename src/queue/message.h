@@ -47,6 +47,7 @@ struct message {
 	uint64_t id;          /* queue id, assigned by the spool; printed as %016llx */
 	int64_t arrival_ms;   /* wall clock when accepted */
 	char *sender;         /* return path without <>; "" for the null sender */
+	char *sender_lower;   /* the same, lower-cased, for rules (set by message_new) */
 	char *envid;          /* ENVID= (xtext) or NULL */
 	uint8_t ret;          /* enum msg_ret */
 	uint8_t body_type;    /* enum msg_body_type */

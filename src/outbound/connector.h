@@ -1,0 +1,52 @@
+/*
+ * connector.h - connections to next hops: pools, concurrency, reuse.
+ *
+ * The queue hands the connector one delivery at a time: a message, the
+ * recipients of it that go to one next hop, and a callback for their
+ * results. The connector keeps a pool per remote host ([remote."<id>"]):
+ * at most remote.<id>.concurrency connections open, deliveries waiting in
+ * FIFO order for a connection, and every connection that finishes a
+ * transaction takes the next waiting delivery for its host (connection
+ * reuse) or, with none waiting, stays idle for a short while before QUIT.
+ */
+#ifndef TERN_OUTBOUND_CONNECTOR_H
+#define TERN_OUTBOUND_CONNECTOR_H
+
+#include <stddef.h>
+
+#include "outbound/status.h"
+#include "queue/message.h"
+
+struct server;
+struct connector;
+struct cfg_section;
+
+struct delivery;
+
+/* Results: status[i] belongs to msg->rcpts[rcpt_index[i]]. relay is the
+ * host and address for the log ("lmtp[127.0.0.1]:24"). */
+typedef void (*delivery_done_cb)(void *arg, struct delivery *d);
+
+struct delivery {
+	struct message *msg;
+	struct message_body *body;     /* a reference the delivery holds */
+	size_t *rcpt_index;
+	size_t n_rcpts;
+	struct delivery_status *status; /* n_rcpts entries */
+	char relay[160];
+	delivery_done_cb done;
+	void *arg;
+	struct delivery *next;          /* connector's wait list */
+};
+
+struct connector *connector_new(struct server *srv);
+/* Deliver d through the remote host sec; d->done is called exactly once
+ * (possibly before this returns, on an immediate local failure). */
+void connector_deliver(struct connector *cn, const struct cfg_section *remote, struct delivery *d);
+/* Deliveries waiting or in flight. */
+size_t connector_busy(const struct connector *cn);
+/* Close idle connections; fail waiting deliveries as temporary. */
+void connector_stop(struct connector *cn);
+void connector_free(struct connector *cn);
+
+#endif
