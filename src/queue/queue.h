@@ -26,8 +26,9 @@ typedef void (*queue_accept_cb)(void *arg, int err, uint64_t id);
 struct queue *queue_new(struct server *srv);
 /* Hand over recovered messages from the spool (at start-up). */
 void queue_adopt(struct queue *q, struct message *msg);
-/* Takes ownership of msg whatever the outcome; the body is copied to the
- * spool, and kept in memory for the first attempt. Returns 0, or an errno
+/* Takes ownership of msg and of the caller's reference to body whatever
+ * the outcome; the body is copied to the spool, and kept in memory for the
+ * first attempt. msg->size is set from the body. Returns 0, or an errno
  * when it could not even be written (cb is then not called). */
 int queue_submit(struct queue *q, struct message *msg, struct message_body *body,
 		 queue_accept_cb cb, void *arg);

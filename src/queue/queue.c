@@ -1,0 +1,529 @@
+/*
+ * queue.c - the scheduler: due times, attempts, outcomes.
+ *
+ * Every message with a pending recipient is in a binary heap keyed by its
+ * earliest due time; one libevent timer is armed for the heap's top, so a
+ * queue of any size costs O(log n) per change and retries fire on time.
+ * An attempt groups the message's due recipients by next hop (one
+ * transaction per host carries all of them) and hands each group to the
+ * connector. Each recipient's outcome is applied when its group returns:
+ * 2xx delivered, 5xx failed, 4xx retried after the next interval of
+ * queue.schedule.retry (the last one repeats) until queue.schedule.expire
+ * has passed since arrival. Every outcome is appended to the spool and
+ * logged, one line per recipient per attempt.
+ *
+ * What it does not do yet: delivery by MX (next-hop "no value") defers
+ * with 4.4.3 until the DNS issue lands; failure and delay notices (DSNs)
+ * are logged, not sent.
+ */
+#include "queue/queue.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <event2/event.h>
+
+#include "config/settings.h"
+#include "outbound/connector.h"
+#include "route/nexthop.h"
+#include "server/server.h"
+#include "spool/spool.h"
+#include "util/log.h"
+
+struct qmsg {
+	struct message *msg;
+	struct queue *q;
+	size_t heap_pos;            /* index in q->heap, or NOT_IN_HEAP */
+	int64_t due_ms;
+	struct message_body *body;  /* in memory until the first attempt has it */
+	unsigned inflight;          /* deliveries out at the connector */
+	/* while waiting to become durable */
+	queue_accept_cb accept_cb;
+	void *accept_arg;
+	struct qmsg *submit_prev, *submit_next;
+};
+
+#define NOT_IN_HEAP SIZE_MAX
+
+struct queue {
+	struct server *srv;
+	struct qmsg **heap;
+	size_t heap_len, heap_cap;
+	struct event *timer;
+	struct qmsg *submits; /* not yet durable */
+	size_t inflight_msgs;
+	bool running;
+	bool stopping;
+};
+
+static int64_t now_ms(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* ---- heap of messages by due time ---- */
+
+static void heap_set(struct queue *q, size_t i, struct qmsg *m)
+{
+	q->heap[i] = m;
+	m->heap_pos = i;
+}
+
+static void heap_up(struct queue *q, size_t i)
+{
+	struct qmsg *m = q->heap[i];
+
+	while (i > 0) {
+		size_t parent = (i - 1) / 2;
+
+		if (q->heap[parent]->due_ms <= m->due_ms)
+			break;
+		heap_set(q, i, q->heap[parent]);
+		i = parent;
+	}
+	heap_set(q, i, m);
+}
+
+static void heap_down(struct queue *q, size_t i)
+{
+	struct qmsg *m = q->heap[i];
+
+	for (;;) {
+		size_t child = 2 * i + 1;
+
+		if (child >= q->heap_len)
+			break;
+		if (child + 1 < q->heap_len && q->heap[child + 1]->due_ms < q->heap[child]->due_ms)
+			child++;
+		if (m->due_ms <= q->heap[child]->due_ms)
+			break;
+		heap_set(q, i, q->heap[child]);
+		i = child;
+	}
+	heap_set(q, i, m);
+}
+
+static bool heap_push(struct queue *q, struct qmsg *m)
+{
+	if (q->heap_len == q->heap_cap) {
+		size_t cap = q->heap_cap ? q->heap_cap * 2 : 256;
+		struct qmsg **heap = realloc(q->heap, cap * sizeof(*heap));
+
+		if (heap == NULL)
+			return false;
+		q->heap = heap;
+		q->heap_cap = cap;
+	}
+	q->heap[q->heap_len++] = m;
+	heap_up(q, q->heap_len - 1);
+	return true;
+}
+
+static void heap_remove(struct queue *q, struct qmsg *m)
+{
+	size_t i = m->heap_pos;
+
+	if (i == NOT_IN_HEAP)
+		return;
+	m->heap_pos = NOT_IN_HEAP;
+	if (--q->heap_len == i)
+		return;
+	heap_set(q, i, q->heap[q->heap_len]);
+	heap_down(q, i);
+	heap_up(q, q->heap[i]->heap_pos);
+}
+
+static void arm_timer(struct queue *q)
+{
+	struct timeval tv = { 0, 0 };
+
+	if (!q->running || q->heap_len == 0) {
+		evtimer_del(q->timer);
+		return;
+	}
+	int64_t wait = q->heap[0]->due_ms - now_ms();
+	if (wait > 0) {
+		tv.tv_sec = wait / 1000;
+		tv.tv_usec = (wait % 1000) * 1000;
+	}
+	evtimer_add(q->timer, &tv);
+}
+
+static void schedule(struct queue *q, struct qmsg *m)
+{
+	int64_t due = INT64_MAX;
+
+	for (size_t i = 0; i < m->msg->n_rcpts; i++)
+		if (m->msg->rcpts[i].state == RCPT_PENDING && m->msg->rcpts[i].next_try_ms < due)
+			due = m->msg->rcpts[i].next_try_ms;
+	heap_remove(q, m);
+	m->due_ms = due;
+	if (!heap_push(q, m)) {
+		/* Still in the spool: the next start retries it. */
+		log_error("queue %016" PRIx64 ": out of memory scheduling it; it waits for a restart",
+			  m->msg->id);
+		return;
+	}
+	if (m->heap_pos == 0)
+		arm_timer(q);
+}
+
+static void qmsg_free(struct qmsg *m)
+{
+	message_body_unref(m->body);
+	message_free(m->msg);
+	free(m);
+}
+
+/* ---- outcomes ---- */
+
+static int64_t retry_interval(const struct config *cfg, const struct rule_ctx *ctx, unsigned attempts)
+{
+	const struct cfg_value *v = config_eval(cfg, CFG_QUEUE_SCHEDULE_RETRY, ctx);
+	size_t i;
+
+	if (v == NULL || v->n_items == 0)
+		return 60000; /* an empty retry list still must not spin */
+	i = attempts > 0 ? attempts - 1 : 0;
+	if (i >= v->n_items)
+		i = v->n_items - 1;
+	return v->items[i].num;
+}
+
+static void log_outcome(const struct qmsg *m, const struct rcpt *r, const char *relay,
+			const struct delivery_status *ds, const char *status_word, int64_t now)
+{
+	char rcpt[600], text[1200];
+	int64_t delay = now - m->msg->arrival_ms;
+
+	log_escape(r->addr, r->addr_len, rcpt, sizeof(rcpt));
+	log_escape(ds->text, strlen(ds->text), text, sizeof(text));
+	log_info("queue %016" PRIx64 " rcpt=<%s> relay=%s status=%s code=%d dsn=%s stage=%s "
+		 "delay=%" PRId64 ".%03" PRId64 "s attempt=%u %s=\"%s\"",
+		 m->msg->id, rcpt, relay, status_word, ds->code,
+		 ds->enhanced[0] != '\0' ? ds->enhanced : "-", ds_stage_name(ds->stage),
+		 delay / 1000, delay % 1000, r->attempts, ds->remote ? "reply" : "reason", text);
+}
+
+static void apply_outcome(struct qmsg *m, size_t idx, const struct delivery_status *ds,
+			  const char *relay)
+{
+	struct queue *q = m->q;
+	const struct config *cfg = q->srv->cfg;
+	struct rcpt *r = &m->msg->rcpts[idx];
+	struct delivery_status expired;
+	int64_t now = now_ms();
+	const char *word = ds_class_name(ds->cls);
+
+	/* A delivery dropped because tern is stopping was not an attempt: the
+	 * recipient stays as the spool has it, due at the next start. */
+	if (q->stopping && ds->cls == DS_TEMP && !ds->remote && ds->code == 0)
+		return;
+	r->attempts++;
+	switch (ds->cls) {
+	case DS_OK:
+		r->state = RCPT_DELIVERED;
+		break;
+	case DS_PERM:
+		r->state = RCPT_FAILED;
+		break;
+	case DS_TEMP: {
+		struct rule_ctx ctx;
+
+		route_rule_ctx(&ctx, m->msg, r->domain, r->domain_len);
+		int64_t expire_at = m->msg->arrival_ms +
+				    config_eval(cfg, CFG_QUEUE_SCHEDULE_EXPIRE, &ctx)->num;
+		if (now >= expire_at) {
+			r->state = RCPT_FAILED;
+			expired = *ds;
+			expired.cls = DS_PERM;
+			snprintf(expired.enhanced, sizeof(expired.enhanced), "4.4.7");
+			word = "expired";
+			ds = &expired;
+			break;
+		}
+		int64_t next = now + retry_interval(cfg, &ctx, r->attempts);
+		/* The last try falls at expiry, not after it. */
+		r->next_try_ms = next < expire_at ? next : expire_at;
+		break;
+	}
+	}
+	log_outcome(m, r, relay, ds, word, now);
+	if (spool_update_rcpt(q->srv->spool, m->msg, idx) != 0)
+		log_error("queue %016" PRIx64 ": cannot record the outcome for <%s> in the spool: "
+			  "it may be attempted again after a restart", m->msg->id, r->addr);
+}
+
+/* Every delivery of an attempt has returned. */
+static void attempt_finished(struct qmsg *m)
+{
+	struct queue *q = m->q;
+
+	q->inflight_msgs--;
+	if (message_pending(m->msg) == 0) {
+		spool_release(q->srv->spool, m->msg);
+		qmsg_free(m);
+		return;
+	}
+	schedule(q, m);
+}
+
+static void delivery_done(void *arg, struct delivery *d)
+{
+	struct qmsg *m = arg;
+
+	for (size_t i = 0; i < d->n_rcpts; i++)
+		apply_outcome(m, d->rcpt_index[i], &d->status[i], d->relay);
+	message_body_unref(d->body);
+	free(d);
+	if (--m->inflight == 0)
+		attempt_finished(m);
+}
+
+static struct delivery *delivery_new(struct qmsg *m, size_t n)
+{
+	struct delivery *d;
+	size_t size = sizeof(*d) + n * sizeof(size_t) + n * sizeof(struct delivery_status);
+
+	d = calloc(1, size);
+	if (d == NULL)
+		return NULL;
+	d->rcpt_index = (size_t *)(d + 1);
+	d->status = (struct delivery_status *)(d->rcpt_index + n);
+	d->msg = m->msg;
+	d->body = message_body_ref(m->body);
+	d->done = delivery_done;
+	d->arg = m;
+	return d;
+}
+
+/*
+ * Start an attempt for every recipient of m that is due: one delivery per
+ * next hop, carrying all of that hop's due recipients.
+ */
+static void attempt(struct queue *q, struct qmsg *m)
+{
+	struct message *msg = m->msg;
+	int64_t now = now_ms();
+	size_t n = msg->n_rcpts;
+	const struct cfg_section **hop = calloc(n, sizeof(*hop));
+	bool *due = calloc(n, sizeof(*due));
+
+	if (hop == NULL || due == NULL) {
+		free(hop);
+		free(due);
+		m->due_ms = now + 60000;
+		heap_push(q, m);
+		return;
+	}
+	if (m->body == NULL && (m->body = spool_read_body(q->srv->spool, msg)) == NULL) {
+		log_error("queue %016" PRIx64 ": cannot read its body from the spool: %s; "
+			  "trying again in a minute", msg->id, strerror(errno));
+		free(hop);
+		free(due);
+		m->due_ms = now + 60000;
+		heap_push(q, m);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct rcpt *r = &msg->rcpts[i];
+
+		due[i] = r->state == RCPT_PENDING && r->next_try_ms <= now;
+		if (due[i])
+			hop[i] = route_next_hop(q->srv->cfg, msg, r->domain, r->domain_len);
+	}
+	q->inflight_msgs++;
+	m->inflight = 1; /* held until every group is launched */
+	for (size_t i = 0; i < n; i++) {
+		size_t count = 0;
+		struct delivery *d;
+
+		if (!due[i])
+			continue;
+		for (size_t j = i; j < n; j++)
+			count += due[j] && hop[j] == hop[i];
+		d = delivery_new(m, count);
+		if (d == NULL) {
+			log_error("queue %016" PRIx64 ": out of memory; trying again later", msg->id);
+			break;
+		}
+		for (size_t j = i; j < n; j++)
+			if (due[j] && hop[j] == hop[i])
+				d->rcpt_index[d->n_rcpts++] = j;
+		for (size_t k = 0; k < d->n_rcpts; k++)
+			due[d->rcpt_index[k]] = false;
+		m->inflight++;
+		if (hop[i] != NULL) {
+			connector_deliver(q->srv->connector, hop[i], d);
+			continue;
+		}
+		snprintf(d->relay, sizeof(d->relay), "none");
+		for (size_t k = 0; k < d->n_rcpts; k++)
+			ds_set_local(&d->status[k], DS_TEMP, STAGE_CONNECT, "4.4.3",
+				     "delivery to MX hosts is not available in this version of tern");
+		delivery_done(m, d);
+	}
+	free(hop);
+	free(due);
+	/* The groups hold their own references; the hot copy is not needed
+	 * for retries, which read the spool. */
+	message_body_unref(m->body);
+	m->body = NULL;
+	if (--m->inflight == 0)
+		attempt_finished(m);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue *q = arg;
+	int64_t now = now_ms();
+
+	(void)fd;
+	(void)what;
+	while (q->running && q->heap_len > 0 && q->heap[0]->due_ms <= now) {
+		struct qmsg *m = q->heap[0];
+
+		heap_remove(q, m);
+		attempt(q, m);
+	}
+	arm_timer(q);
+}
+
+/* ---- submission ---- */
+
+static void durable_cb(void *arg, int err)
+{
+	struct qmsg *m = arg;
+	struct queue *q = m->q;
+
+	if (m->submit_prev != NULL)
+		m->submit_prev->submit_next = m->submit_next;
+	else
+		q->submits = m->submit_next;
+	if (m->submit_next != NULL)
+		m->submit_next->submit_prev = m->submit_prev;
+	if (m->accept_cb != NULL)
+		m->accept_cb(m->accept_arg, err, err == 0 ? m->msg->id : 0);
+	if (err != 0) {
+		qmsg_free(m);
+		return;
+	}
+	schedule(q, m);
+}
+
+int queue_submit(struct queue *q, struct message *msg, struct message_body *body,
+		 queue_accept_cb cb, void *arg)
+{
+	struct qmsg *m = calloc(1, sizeof(*m));
+	struct iovec iov;
+	int64_t now = now_ms();
+	int err;
+
+	if (m == NULL) {
+		message_free(msg);
+		message_body_unref(body);
+		return ENOMEM;
+	}
+	m->msg = msg;
+	m->q = q;
+	m->heap_pos = NOT_IN_HEAP;
+	m->body = body;
+	m->accept_cb = cb;
+	m->accept_arg = arg;
+	msg->queue_data = m;
+	msg->arrival_ms = now;
+	msg->size = body->len;
+	for (size_t i = 0; i < msg->n_rcpts; i++) {
+		msg->rcpts[i].state = RCPT_PENDING;
+		msg->rcpts[i].next_try_ms = now;
+	}
+	iov.iov_base = body->data;
+	iov.iov_len = body->len;
+	err = spool_submit(q->srv->spool, msg, &iov, 1, durable_cb, m);
+	if (err != 0) {
+		qmsg_free(m);
+		return err;
+	}
+	m->submit_next = q->submits;
+	if (q->submits != NULL)
+		q->submits->submit_prev = m;
+	q->submits = m;
+	return 0;
+}
+
+void queue_forget_submitter(struct queue *q, void *arg)
+{
+	for (struct qmsg *m = q->submits; m != NULL; m = m->submit_next)
+		if (m->accept_arg == arg)
+			m->accept_cb = NULL;
+}
+
+void queue_adopt(struct queue *q, struct message *msg)
+{
+	struct qmsg *m = calloc(1, sizeof(*m));
+
+	if (m == NULL) {
+		log_error("queue %016" PRIx64 ": out of memory; it waits for a restart", msg->id);
+		message_free(msg);
+		return;
+	}
+	m->msg = msg;
+	m->q = q;
+	m->heap_pos = NOT_IN_HEAP;
+	msg->queue_data = m;
+	schedule(q, m);
+}
+
+/* ---- life cycle ---- */
+
+struct queue *queue_new(struct server *srv)
+{
+	struct queue *q = calloc(1, sizeof(*q));
+
+	if (q == NULL)
+		return NULL;
+	q->srv = srv;
+	q->timer = evtimer_new(srv->base, timer_cb, q);
+	if (q->timer == NULL) {
+		free(q);
+		return NULL;
+	}
+	return q;
+}
+
+void queue_start(struct queue *q)
+{
+	q->running = true;
+	log_info("queue: %zu messages waiting", q->heap_len);
+	arm_timer(q);
+}
+
+void queue_stop(struct queue *q)
+{
+	q->running = false;
+	q->stopping = true;
+	evtimer_del(q->timer);
+}
+
+void queue_free(struct queue *q)
+{
+	if (q == NULL)
+		return;
+	for (size_t i = 0; i < q->heap_len; i++)
+		qmsg_free(q->heap[i]);
+	while (q->submits != NULL) {
+		struct qmsg *m = q->submits;
+
+		q->submits = m->submit_next;
+		qmsg_free(m);
+	}
+	free(q->heap);
+	event_free(q->timer);
+	free(q);
+}
