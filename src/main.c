@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include "config/settings.h"
+#include "server/server.h"
+#include "submit/send.h"
 #include "util/strbuf.h"
 
 #ifndef TERN_VERSION
@@ -26,6 +28,12 @@ static const char usage_text[] =
 	"tern is a mail transfer agent for outbound transport and routing.\n"
 	"\n"
 	"Commands:\n"
+	"  serve [-c FILE]    run the server in the foreground; logs go to stderr.\n"
+	"                     SIGTERM or SIGINT stop it gracefully.\n"
+	"  send [-c FILE] [-f SENDER] RCPT...\n"
+	"                     queue the message on standard input through the running\n"
+	"                     server; prints its queue id. SENDER defaults to\n"
+	"                     USER@server.hostname.\n"
 	"  config check [-c FILE] [--strict]\n"
 	"                     validate the configuration; every problem is printed as\n"
 	"                     FILE:LINE:COL: key: message. Exit 0 when valid, else 1.\n"
@@ -156,6 +164,49 @@ static int cmd_config_keys(int argc, char **argv)
 	return 0;
 }
 
+static int cmd_serve(int argc, char **argv)
+{
+	struct config_opts o;
+	int rc = parse_config_opts(argc, argv, false, &o);
+
+	if (rc >= 0)
+		return rc;
+	return server_run(o.path);
+}
+
+static int cmd_send(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "from", required_argument, NULL, 'f' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = TERN_DEFAULT_CONFIG, *sender = NULL;
+	int ch;
+
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+c:f:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'f':
+			sender = optarg;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return 0;
+		default:
+			return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind >= argc)
+		return usage_error("%s needs at least one recipient", "send");
+	return send_main(path, sender, argc - optind, argv + optind);
+}
+
 static const struct {
 	const char *name;
 	int (*run)(int argc, char **argv);
@@ -192,5 +243,9 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "config") == 0)
 		return cmd_config(argc - 1, argv + 1);
+	if (strcmp(argv[1], "serve") == 0)
+		return cmd_serve(argc - 1, argv + 1);
+	if (strcmp(argv[1], "send") == 0)
+		return cmd_send(argc - 1, argv + 1);
 	return usage_error("unknown command '%s'", argv[1]);
 }
