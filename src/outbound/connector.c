@@ -13,8 +13,8 @@
  *     connections and a trickle reuses one.
  * A failure before the transaction (connect, greeting, EHLO, AUTH) moves
  * that connection to the host's next address; when no address is left and
- * no other connection of the pool is alive, the waiting deliveries are
- * deferred with that failure. Failures before a transaction are always
+ * no connection of the pool is up, the waiting deliveries are deferred
+ * with that failure at once (no reconnect loop against a dead host). Failures before a transaction are always
  * temporary for a relay: tern never bounces mail because its own relay
  * refused to talk to it.
  *
@@ -275,6 +275,14 @@ static bool conn_connect(struct conn *c)
 	return c->client != NULL;
 }
 
+static bool pool_has_ready(const struct pool *p)
+{
+	for (const struct conn *c = p->conns; c != NULL; c = c->next)
+		if (c->ready)
+			return true;
+	return false;
+}
+
 static void client_event_cb(void *arg, struct client *cl, enum client_event ev,
 			    const struct delivery_status *why)
 {
@@ -302,11 +310,13 @@ static void client_event_cb(void *arg, struct client *cl, enum client_event ev,
 				return;
 		}
 		conn_free(c, false);
-		/* Defer the waiting deliveries only when nobody else can take them. */
-		if (p->n_conns == 0)
-			fail_waiting(p, &status);
-		else
+		/* The host is failing: unless a connection to it is up, defer what
+		 * waits now. Opening a replacement here would retry a dead host in
+		 * a tight loop; the queue's retry schedule paces the next try. */
+		if (pool_has_ready(p))
 			pump(p);
+		else
+			fail_waiting(p, &status);
 		return;
 	case CLIENT_CLOSED:
 		c->client = NULL;

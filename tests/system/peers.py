@@ -11,10 +11,11 @@ a context manager that stops its process (SIGTERM, then SIGKILL) on exit.
 import email
 import glob
 import os
+import shutil
 import signal
 import socket
 import subprocess
-import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -124,9 +125,10 @@ class SmtpSink:
 
     def __init__(self, workdir, extra_args=(), port=None):
         self.port = port or free_port()
-        self.dumpdir = os.path.join(str(workdir), "sink-%d" % self.port)
-        os.makedirs(self.dumpdir, exist_ok=True)
-        os.chmod(self.dumpdir, 0o777)  # it drops root for nobody
+        # smtp-sink drops root for nobody, who cannot enter pytest's 0700
+        # folders: its dumps go to a folder of their own under /tmp.
+        self.dumpdir = tempfile.mkdtemp(prefix="tern-sink-%d-" % self.port)
+        os.chmod(self.dumpdir, 0o777)
         self.args = list(extra_args)
         self.proc = None
 
@@ -147,6 +149,9 @@ class SmtpSink:
                 out.append(f.read())
         return out
 
+    def remove(self):
+        shutil.rmtree(self.dumpdir, ignore_errors=True)
+
     def parsed(self):
         """Each dump as an email.message: smtp-sink's X-Mail-Args / X-Rcpt-Args
         envelope headers come first, then the message's own headers."""
@@ -160,6 +165,7 @@ class SmtpSink:
 
     def __exit__(self, *exc):
         self.stop()
+        self.remove()
 
 
 class Dovecot:
