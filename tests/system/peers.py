@@ -143,10 +143,14 @@ class SmtpSink:
         stop_pid(self.proc)
 
     def messages(self):
+        """Every complete dump (smtp-sink writes a dump while the transaction
+        runs; one counts once the message's end has been written)."""
         out = []
         for path in sorted(glob.glob(os.path.join(self.dumpdir, "*"))):
             with open(path, "rb") as f:
-                out.append(f.read())
+                raw = f.read()
+            if raw.endswith(b"\n\n"):
+                out.append(raw)
         return out
 
     def remove(self):
@@ -173,7 +177,9 @@ class Dovecot:
 
     def __init__(self, workdir, port=None):
         self.port = port or free_port()
-        self.base = os.path.join(str(workdir), "dovecot")
+        # Mail is written as nobody, who cannot enter pytest's 0700 folders.
+        self.base = tempfile.mkdtemp(prefix="tern-dovecot-")
+        os.chmod(self.base, 0o755)
         self.maildir = os.path.join(self.base, "mail")
         for d in ("run", "state", "mail"):
             os.makedirs(os.path.join(self.base, d), exist_ok=True)
@@ -218,6 +224,7 @@ service anvil {{
 
     def stop(self):
         stop_pid(self.proc)
+        shutil.rmtree(self.base, ignore_errors=True)
 
     def mailbox(self, user, domain):
         """Messages delivered to user@domain's INBOX (bytes each)."""

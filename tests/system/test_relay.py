@@ -142,7 +142,8 @@ def test_tern_send_queues_through_the_server(tmp_path):
         wait_for(lambda: sink.messages(), what="the message at the sink")
         m = sink.parsed()[0]
         assert m.get("X-Mail-Args").startswith("<cron@example.org>")
-        assert m.get_payload() == ".leading dot\nbody\n"
+        # smtp-sink ends each dump with an empty line of its own.
+        assert m.get_payload().rstrip("\n") == ".leading dot\nbody"
         assert r.stdout.strip() in tern.log()
 
 
