@@ -71,8 +71,10 @@ domains = ["foobar.net", "foobar.org"]
                          for m in dove.mailbox("user1", "foobar.net"))
             assert ids == [b"<m1@test>", b"<m2@test>"]
             assert sink.parsed()[0].get_all("X-Rcpt-Args") == ["<other@elsewhere.test>"]
-            lmtp_lines = tern.log_lines("relay=lmtp[")
-            assert len(lmtp_lines) == 3 and all("status=sent" in l for l in lmtp_lines)
+            # Dovecot stores the mail before it replies: wait for tern's outcome lines.
+            lmtp_lines = wait_for(lambda: (lambda l: l if len(l) == 3 else None)(
+                tern.log_lines("relay=lmtp[")), what="three LMTP outcome lines")
+            assert all("status=sent" in l for l in lmtp_lines)
 
 
 def test_permanent_rejection_is_not_retried(tmp_path):
