@@ -28,7 +28,6 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include <event2/dns.h>
 #include <event2/event.h>
@@ -38,6 +37,7 @@
 #include "outbound/client.h"
 #include "route/nexthop.h"
 #include "server/server.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define IDLE_KEEP_MS 2000
@@ -79,14 +79,6 @@ struct connector {
 	size_t busy;
 	bool stopping;
 };
-
-static int64_t now_ms(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 static const char *remote_id(const struct pool *p)
 {
@@ -380,7 +372,7 @@ static void add_addrs(struct pool *p, const struct evutil_addrinfo *ai, int port
 			p->n_addrs++;
 		}
 	}
-	p->resolved_at = now_ms();
+	p->resolved_at = clock_wall_ms();
 }
 
 static void resolved_cb(int result, struct evutil_addrinfo *res, void *arg)
@@ -414,7 +406,7 @@ static bool pool_addresses(struct pool *p)
 	const struct cfg_value *addr = cfg_section_get(p->remote, CFG_REMOTE_ADDRESS);
 	struct evutil_addrinfo hints;
 
-	if (p->n_addrs > 0 && now_ms() - p->resolved_at < ADDR_CACHE_MS)
+	if (p->n_addrs > 0 && clock_wall_ms() - p->resolved_at < ADDR_CACHE_MS)
 		return true;
 	if (p->resolving != NULL)
 		return false;

@@ -22,7 +22,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include <event2/event.h>
 
@@ -31,6 +30,7 @@
 #include "route/nexthop.h"
 #include "server/server.h"
 #include "spool/spool.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 struct qmsg {
@@ -58,14 +58,6 @@ struct queue {
 	bool running;
 	bool stopping;
 };
-
-static int64_t now_ms(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 /* ---- heap of messages by due time ---- */
 
@@ -147,7 +139,7 @@ static void arm_timer(struct queue *q)
 		evtimer_del(q->timer);
 		return;
 	}
-	int64_t wait = q->heap[0]->due_ms - now_ms();
+	int64_t wait = q->heap[0]->due_ms - clock_wall_ms();
 	if (wait > 0) {
 		tv.tv_sec = wait / 1000;
 		tv.tv_usec = (wait % 1000) * 1000;
@@ -218,7 +210,7 @@ static void apply_outcome(struct qmsg *m, size_t idx, const struct delivery_stat
 	const struct config *cfg = q->srv->cfg;
 	struct rcpt *r = &m->msg->rcpts[idx];
 	struct delivery_status expired;
-	int64_t now = now_ms();
+	int64_t now = clock_wall_ms();
 	const char *word = ds_class_name(ds->cls);
 
 	/* A delivery dropped because tern is stopping was not an attempt: the
@@ -310,7 +302,7 @@ static struct delivery *delivery_new(struct qmsg *m, size_t n)
 static void attempt(struct queue *q, struct qmsg *m)
 {
 	struct message *msg = m->msg;
-	int64_t now = now_ms();
+	int64_t now = clock_wall_ms();
 	size_t n = msg->n_rcpts;
 	const struct cfg_section **hop = calloc(n, sizeof(*hop));
 	bool *due = calloc(n, sizeof(*due));
@@ -382,7 +374,7 @@ static void attempt(struct queue *q, struct qmsg *m)
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct queue *q = arg;
-	int64_t now = now_ms();
+	int64_t now = clock_wall_ms();
 
 	(void)fd;
 	(void)what;
@@ -422,7 +414,7 @@ int queue_submit(struct queue *q, struct message *msg, struct message_body *body
 {
 	struct qmsg *m = calloc(1, sizeof(*m));
 	struct iovec iov;
-	int64_t now = now_ms();
+	int64_t now = clock_wall_ms();
 	int err;
 
 	if (m == NULL) {
