@@ -46,20 +46,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util/clock.h"
 #include "util/log.h"
 
 #define STACK_IOVS 16
 #define SEGMENT_BYTES_MIN 1024u
 
 static const char zeros[JOURNAL_REC_HDR_SIZE + 4];
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void spool_fail(struct spool *s, int err, const char *what)
 {
@@ -717,7 +710,7 @@ void spool_close(struct spool *s)
 
 static uint64_t take_id(const struct spool *s)
 {
-	uint64_t clock_id = (uint64_t)now_ms() << 16;
+	uint64_t clock_id = (uint64_t)clock_wall_ms() << 16;
 
 	return s->next_id > clock_id ? s->next_id : clock_id;
 }

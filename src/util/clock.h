@@ -5,6 +5,7 @@
 #ifndef TERN_UTIL_CLOCK_H
 #define TERN_UTIL_CLOCK_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/time.h>
 
