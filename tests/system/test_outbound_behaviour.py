@@ -188,3 +188,34 @@ def test_concurrency_limit_is_honoured(tmp_path):
                 open_now -= 1
         assert peak == 2
         assert len([e for e in peer_log(peer) if e["event"] == "message"]) == 12
+
+
+def test_remote_timeout_caps_every_stage(tmp_path):
+    # Stage timeouts are 10 s, but remote.<id>.timeout = 1s bounds them all.
+    with scripted(tmp_path, {"mail": {"action": "hang"}}) as peer, \
+         tern_for(tmp_path, peer.port, extra='timeout = "1s"\n') as tern:
+        start = time.time()
+        submit(tern)
+        line = outcome_lines(tern)[0]
+        assert "timed out after 1 s" in line and 0.9 <= time.time() - start < 5, line
+
+
+def test_auth_to_relay(tmp_path):
+    script = {"extensions": ["PIPELINING", "AUTH PLAIN LOGIN"]}
+    extra = 'auth.username = "relayuser"\nauth.secret = "s3cret"\n'
+    with scripted(tmp_path, script) as peer, tern_for(tmp_path, peer.port, extra=extra) as tern:
+        submit(tern)
+        assert "status=sent" in outcome_lines(tern)[0]
+        auths = [e for e in peer_log(peer) if e["event"] == "auth"]
+        assert auths and auths[0]["mechanism"] == "PLAIN"
+        assert (auths[0]["user"], auths[0]["secret"]) == ("relayuser", "s3cret")
+
+
+def test_auth_refused_defers(tmp_path):
+    script = {"extensions": ["AUTH PLAIN"], "auth": "535 5.7.8 bad credentials"}
+    extra = 'auth.username = "relayuser"\nauth.secret = "wrong"\n'
+    with scripted(tmp_path, script) as peer, tern_for(tmp_path, peer.port, extra=extra) as tern:
+        submit(tern)
+        line = outcome_lines(tern)[0]
+        # Our own relay refusing us is never a reason to bounce the mail.
+        assert "status=deferred" in line and "535" in line, line
