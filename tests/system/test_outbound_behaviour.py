@@ -219,3 +219,54 @@ def test_auth_refused_defers(tmp_path):
         line = outcome_lines(tern)[0]
         # Our own relay refusing us is never a reason to bounce the mail.
         assert "status=deferred" in line and "535" in line, line
+
+
+def test_ehlo_name_from_queue_outbound_hostname(tmp_path):
+    with scripted(tmp_path, {}) as peer, tern_for(tmp_path, peer.port) as tern:
+        submit(tern)
+        outcome_lines(tern)
+        # No queue.outbound.hostname: server.hostname.
+        assert [e["line"] for e in peer_log(peer) if e["event"] == "command"][0] == "EHLO tern.test"
+
+
+def test_ehlo_name_override(tmp_path):
+    with scripted(tmp_path, {}) as peer:
+        tern = tern_for(tmp_path, peer.port)
+        with open(tern.config) as f:
+            text = f.read().replace('next-hop = "peer"', 'next-hop = "peer"\nhostname = "out.tern.test"')
+        with open(tern.config, "w") as f:
+            f.write(text)
+        with tern:
+            submit(tern)
+            outcome_lines(tern)
+            assert [e["line"] for e in peer_log(peer) if e["event"] == "command"][0] == "EHLO out.tern.test"
+
+
+def test_esmtp_parameters_passed_on_when_offered(tmp_path):
+    script = {"extensions": ["PIPELINING", "SIZE 10000000", "8BITMIME", "SMTPUTF8", "DSN"]}
+    with scripted(tmp_path, script) as peer, tern_for(tmp_path, peer.port) as tern:
+        data = ("From: a@example.org\r\nMessage-ID: <p@test>\r\nSubject: caf\xc3\xa9\r\n\r\n"
+                "d\xc3\xa9j\xc3\xa0 vu\r\n").encode("latin-1")
+        with smtplib.SMTP("127.0.0.1", tern.port, timeout=30) as s:
+            s.ehlo("client.test")
+            s.sendmail("alice@example.org", ["bob@example.net"], data,
+                       mail_options=["BODY=8BITMIME", "SMTPUTF8", "RET=HDRS", "ENVID=env+2B1"],
+                       rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;bob@example.net"])
+        assert "status=sent" in outcome_lines(tern)[0]
+        lines = [e["line"] for e in peer_log(peer) if e["event"] == "command"]
+        mail = next(l for l in lines if l.startswith("MAIL"))
+        rcpt = next(l for l in lines if l.startswith("RCPT"))
+        for param in ("SIZE=", "BODY=8BITMIME", "SMTPUTF8", "RET=HDRS", "ENVID=env+2B1"):
+            assert param in mail, (param, mail)
+        assert "NOTIFY=SUCCESS,FAILURE" in rcpt and "ORCPT=rfc822;bob@example.net" in rcpt, rcpt
+
+
+def test_parameters_not_passed_to_a_plain_server(tmp_path):
+    with scripted(tmp_path, {"extensions": ["PIPELINING"]}) as peer, tern_for(tmp_path, peer.port) as tern:
+        with smtplib.SMTP("127.0.0.1", tern.port, timeout=30) as s:
+            s.sendmail("alice@example.org", ["bob@example.net"], b"Subject: x\r\n\r\nhi\r\n",
+                       mail_options=["RET=FULL"], rcpt_options=["NOTIFY=NEVER"])
+        assert "status=sent" in outcome_lines(tern)[0]
+        lines = [e["line"] for e in peer_log(peer) if e["event"] == "command"]
+        assert next(l for l in lines if l.startswith("MAIL")) == "MAIL FROM:<alice@example.org>"
+        assert next(l for l in lines if l.startswith("RCPT")) == "RCPT TO:<bob@example.net>"
