@@ -342,7 +342,11 @@ static void attempt(struct queue *q, struct qmsg *m)
 			count += due[j] && hop[j] == hop[i];
 		d = delivery_new(m, count);
 		if (d == NULL) {
-			log_error("queue %016" PRIx64 ": out of memory; trying again later", msg->id);
+			/* Not an attempt: the recipients not launched wait a minute. */
+			log_error("queue %016" PRIx64 ": out of memory; trying again in a minute", msg->id);
+			for (size_t j = i; j < n; j++)
+				if (due[j])
+					msg->rcpts[j].next_try_ms = now + 60000;
 			break;
 		}
 		for (size_t j = i; j < n; j++)
