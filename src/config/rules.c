@@ -16,8 +16,9 @@
  * is linked into struct rule_regexes the moment it exists (even when the
  * rule around it later fails) and rule_regexes_free releases them. It must
  * run before the arena is freed, since the list lives in the arena.
- * Patterns are measured before regcomp sees them, and refused when glibc
- * would recurse or expand them without bound (REGEX_MAX_*).
+ * Patterns are checked before regcomp sees them (regex_check), refused
+ * where glibc would crash or take exponential time, and given Perl's lazy
+ * a*? the meaning Stalwart gives it.
  *
  * An omitted then/else of a list setting yields an empty list value with
  * no position (pos.line == 0); parsed values always carry their position.
@@ -96,10 +97,11 @@ struct rule_regexes {
  * anchors joined by parts that can be empty (\ba?\ba?...). A bad pattern
  * would hang or crash the loader, so regex_check refuses them first; real
  * patterns are far inside these bounds. One element costs regcomp from a
- * few hundred bytes to some kilobytes.
+ * few hundred bytes to some kilobytes; the worst pattern within them
+ * takes about 0.2 s and 80 MB.
  */
 #define REGEX_MAX_GROUP_DEPTH 32
-#define REGEX_MAX_SIZE 2000     /* elements once repetitions are copied out, one regex */
+#define REGEX_MAX_SIZE 1000     /* elements once repetitions are copied out, one regex */
 #define REGEX_MAX_TOTAL 50000   /* the same, all regexes of a configuration */
 #define REGEX_MAX_ANCHORS 8     /* ^ $ \b \B \< \> \` \' once copied out */
 #define REGEX_MAX_COUNT 100000  /* clamps {m,n} bounds; RE_DUP_MAX is 32767 */

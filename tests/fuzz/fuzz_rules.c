@@ -7,6 +7,10 @@
  * contexts, and dumped. A rule that compiles must dump to TOML that
  * compiles again, without errors, to a rule that dumps the same: that is
  * what `tern config dump` promises.
+ *
+ * Inputs past a kilobyte only add regexes that are slow to compile by
+ * design (rules.c lets each take up to some 0.2 s), so run it as
+ *     build/fuzz/fuzz_rules -max_len=1024 tests/fuzz/seeds/rules
  */
 #include <stdint.h>
 #include <stdio.h>

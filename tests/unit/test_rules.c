@@ -691,7 +691,7 @@ static void test_priority(void **state)
 {
 	struct fx *fx = *state;
 	struct rule_ctx ctx;
-	struct rule *s, *i, *ne, *neg, *text;
+	struct rule *s, *i, *ne, *neg, *text, *r;
 
 	s = compile_ok(fx, "[{ if = \"priority\", eq = \"010\", then = \"yes\" }, { else = \"no\" }]");
 	i = compile_ok(fx, "[{ if = \"priority\", eq = 10, then = \"yes\" }, { else = \"no\" }]");
@@ -714,6 +714,17 @@ static void test_priority(void **state)
 	assert_string_equal(eval_str(ne, &ctx), "yes");
 	assert_string_equal(eval_str(neg, &ctx), "yes");
 	assert_string_equal(eval_str(text, &ctx), "no");
+
+	/* The whole int64 range. */
+	r = compile_ok(fx, "[{ if = \"priority\", eq = \"-9223372036854775808\", then = \"min\" }, "
+		       "{ if = \"priority\", eq = \"9223372036854775807\", then = \"max\" }, "
+		       "{ else = \"no\" }]");
+	ctx.priority = INT64_MIN;
+	assert_string_equal(eval_str(r, &ctx), "min");
+	ctx.priority = INT64_MAX;
+	assert_string_equal(eval_str(r, &ctx), "max");
+	EXPECT_ERROR(fx, ALL_VARS, "[{ if = \"priority\", eq = \"9223372036854775808\", "
+		     "then = 1 }, { else = 2 }]", "integer");
 
 	/* The integer form is dumped as an integer, the string as written. */
 	struct strbuf sb;
@@ -888,6 +899,10 @@ static void test_errors_operators(void **state)
 		     "two operators", "eq", "starts-with");
 	EXPECT_ERROR(fx, ALL_VARS, "[{ any-of = [{ if = \"rcpt\", ne = \"a\", ends-with = \"b\" }], "
 		     "then = 1 }, { else = 2 }]", "two operators");
+	EXPECT_ERROR(fx, ALL_VARS, "[{ any-of = [{ if = \"rcpt\", eqq = \"a\" }], then = 1 }, "
+		     "{ else = 2 }]", "unknown operator", "eqq", "did you mean \"eq\"");
+	EXPECT_ERROR(fx, ALL_VARS, "[{ any-of = [{ iff = \"rcpt\" }], then = 1 }, "
+		     "{ else = 2 }]", "unknown key", "iff", "condition", "did you mean \"if\"");
 	EXPECT_ERROR(fx, ALL_VARS, "[{ if = \"rcpt\", then = 1 }, { else = 2 }]", "no operator");
 	EXPECT_ERROR(fx, ALL_VARS, "[{ eq = \"a\", then = 1 }, { else = 2 }]", "eq", "without `if`");
 }
@@ -1014,34 +1029,67 @@ static void test_regex_limits(void **state)
 		     "{ else = 2 }]", "bad regex", "expand");
 	EXPECT_ERROR(fx, ALL_VARS, "[{ if = \"mx\", matches = '((a{100}){100})', then = 1 }, "
 		     "{ else = 2 }]", "expand");
-	/* Loops over what can be empty: exponential in glibc after an anchor. */
+	/* Repeating what can be empty: exponential in glibc after an anchor. */
 	EXPECT_ERROR(fx, ALL_VARS, "[{ if = \"mx\", matches = '^(a*)*x', then = 1 }, "
-		     "{ else = 2 }]", "bad regex", "empty");
+		     "{ else = 2 }]", "bad regex", "empty string");
 	EXPECT_ERROR(fx, ALL_VARS, "[{ if = \"mx\", matches = '^a**', then = 1 }, "
-		     "{ else = 2 }]", "empty");
+		     "{ else = 2 }]", "empty string");
 	EXPECT_ERROR(fx, ALL_VARS, "[{ if = \"mx\", matches = '(b|(a|))+', then = 1 }, "
-		     "{ else = 2 }]", "empty");
+		     "{ else = 2 }]", "empty string");
 	EXPECT_ERROR(fx, ALL_VARS, "[{ if = \"mx\", matches = '(x?y*){2,}', then = 1 }, "
-		     "{ else = 2 }]", "empty");
+		     "{ else = 2 }]", "empty string");
+	EXPECT_ERROR(fx, ALL_VARS, "[{ if = \"mx\", matches = '^(a*)?$', then = 1 }, "
+		     "{ else = 2 }]", "empty string");
+	EXPECT_ERROR(fx, ALL_VARS, "[{ if = \"mx\", matches = '(b?){2}', then = 1 }, "
+		     "{ else = 2 }]", "empty string");
 	EXPECT_ERROR(fx, ALL_VARS, "[{ if = \"mx\", matches = '(\\b)*', then = 1 }, "
-		     "{ else = 2 }]", "empty");
-	/* ...but bounded repetitions of them, and loops over what cannot be
-	 * empty, are fine: lazy-looking .*? (a Stalwart habit) included. */
-	r = compile_ok(fx, "[{ if = \"mx\", matches = '^(a*)?(b?){2}(x?y)*(c|d*e)+.*?$', "
-		       "then = \"yes\" }, { else = \"no\" }]");
-	ctx_set(&ctx, RULE_VAR_MX, "aabbyxyeddde-z");
-	assert_string_equal(eval_str(r, &ctx), "yes");
-	ctx_set(&ctx, RULE_VAR_MX, "aabbyxy");
+		     "{ else = 2 }]", "empty string");
+	EXPECT_ERROR(fx, ALL_VARS, "[{ if = \"mx\", matches = 'a*?" "?', then = 1 }, "
+		     "{ else = 2 }]", "empty string");
+	/* Anchors joined by what can be empty: exponential too. */
+	EXPECT_ERROR(fx, ALL_VARS, "[{ if = \"mx\", matches = '(\\bxa?){9}', then = 1 }, "
+		     "{ else = 2 }]", "anchors");
+	r = compile_ok(fx, "[{ if = \"mx\", matches = '^\\<a\\>|\\bb\\B|^c$', then = \"yes\" }, "
+		       "{ else = \"no\" }]");
+	ctx_set(&ctx, RULE_VAR_MX, "x b");
 	assert_string_equal(eval_str(r, &ctx), "no");
+	ctx_set(&ctx, RULE_VAR_MX, "c");
+	assert_string_equal(eval_str(r, &ctx), "yes");
+
+	/* Loops over what cannot be empty are fine, with optional and
+	 * alternative parts inside. */
+	r = compile_ok(fx, "[{ if = \"mx\", matches = '^(a|b)?(x?y)*(c|d*e)+(\\.[a-z]+)*$', "
+		       "then = \"yes\" }, { else = \"no\" }]");
+	ctx_set(&ctx, RULE_VAR_MX, "byxyeddde.ab.c");
+	assert_string_equal(eval_str(r, &ctx), "yes");
+	ctx_set(&ctx, RULE_VAR_MX, "byxy");
+	assert_string_equal(eval_str(r, &ctx), "no");
+
+	/* Perl's lazy a+? means at least one a, as in Stalwart; POSIX alone
+	 * would read (a+)? and match "b". The operand is dumped as written. */
+	r = compile_ok(fx, "[{ if = \"mx\", matches = '^a+?b.*?$', then = \"yes\" }, "
+		       "{ else = \"no\" }]");
+	ctx_set(&ctx, RULE_VAR_MX, "aab");
+	assert_string_equal(eval_str(r, &ctx), "yes");
+	ctx_set(&ctx, RULE_VAR_MX, "b");
+	assert_string_equal(eval_str(r, &ctx), "no");
+	struct strbuf sb;
+	strbuf_init(&sb);
+	rule_dump(r, &sb, test_dump, NULL);
+	assert_string_equal(strbuf_str(&sb), "[{ if = \"mx\", matches = \"^a+?b.*?$\", "
+			    "then = \"yes\" }, { else = \"no\" }]");
+	strbuf_free(&sb);
 
 	/* Braces inside brackets and escaped ones are not repetitions. */
 	compile_ok(fx, "[{ if = \"mx\", matches = '^[{}]{2}[[:alpha:]{]+\\{9999\\}[0-9]{1,3}"
 		   "(\\.[0-9]{1,3}){3}$', then = 1 }, { else = 2 }]");
-	compile_ok(fx, "[{ if = \"mx\", matches = 'a{9990}', then = 1 }, { else = 2 }]");
+	compile_ok(fx, "[{ if = \"mx\", matches = 'a{990}', then = 1 }, { else = 2 }]");
+	EXPECT_ERROR(fx, ALL_VARS, "[{ if = \"mx\", matches = 'a{1000}', then = 1 }, "
+		     "{ else = 2 }]", "expand to more than 1000");
 
 	/* And all regexes together are bounded too. */
 	fx_reset_diags(fx);
-	text = repeat("[", "{ if = \"mx\", matches = 'a{9990}', then = 1 }, ", 26, "{ else = 2 }]");
+	text = repeat("[", "{ if = \"mx\", matches = 'a{990}', then = 1 }, ", 51, "{ else = 2 }]");
 	EXPECT_ERROR(fx, ALL_VARS, text, "too many or too large regexes");
 	free(text);
 }
