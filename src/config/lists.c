@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "config/diag.h"
+#include "util/text.h"
 
 #define LIST_FILE_PREFIX "file://"
 #define LIST_REF_PREFIX "list/"
@@ -54,17 +55,6 @@ struct list_build {
 	const char *key; /* "list.<id>" */
 	bool oom_reported;
 };
-
-static uint64_t fnv1a(const char *s, size_t len)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 0x100000001b3ull;
-	}
-	return h;
-}
 
 /* The slot holding s, or the empty slot where it would go. */
 static size_t list_probe(const struct cfg_list *l, const char *s, size_t len, uint64_t hash)
@@ -114,7 +104,7 @@ static void build_oom(struct list_build *b, struct toml_pos pos)
 static void list_add(struct list_build *b, const char *s, size_t len, struct toml_pos pos)
 {
 	struct cfg_list *l = b->list;
-	uint64_t hash = fnv1a(s, len);
+	uint64_t hash = text_hash(s, len);
 	size_t at;
 
 	if (l->n >= LIST_MAX_ENTRIES) {
@@ -328,7 +318,7 @@ bool cfg_list_contains(const struct cfg_list *list, const char *s, size_t len)
 			return false;
 		s = "";
 	}
-	return list->slots[list_probe(list, s, len, fnv1a(s, len))] != 0;
+	return list->slots[list_probe(list, s, len, text_hash(s, len))] != 0;
 }
 
 const char *cfg_list_id(const struct cfg_list *list)

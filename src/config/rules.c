@@ -25,6 +25,7 @@
  * rule_dump relies on that to print the rule the way it was written.
  */
 #include "config/rules.h"
+#include "util/text.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -232,32 +233,6 @@ static bool word_is(const char *s, size_t len, const char *word)
 	return len == wlen && memcmp(s, word, len) == 0;
 }
 
-/* Levenshtein distance of two words of at most SUGGEST_MAX bytes. */
-static size_t edit_distance(const char *a, size_t alen, const char *b, size_t blen)
-{
-	size_t row[SUGGEST_MAX + 1];
-
-	for (size_t j = 0; j <= blen; j++)
-		row[j] = j;
-	for (size_t i = 1; i <= alen; i++) {
-		size_t diag = row[0];
-
-		row[0] = i;
-		for (size_t j = 1; j <= blen; j++) {
-			size_t up = row[j];
-			size_t best = diag + (a[i - 1] != b[j - 1]);
-
-			if (up + 1 < best)
-				best = up + 1;
-			if (row[j - 1] + 1 < best)
-				best = row[j - 1] + 1;
-			diag = up;
-			row[j] = best;
-		}
-	}
-	return row[blen];
-}
-
 /* The candidate closest to s, if it is close enough to be a typo. */
 static const char *suggest(const char *s, size_t len, const char *const *cands, size_t n,
 			   size_t *best_dist)
@@ -273,7 +248,7 @@ static const char *suggest(const char *s, size_t len, const char *const *cands, 
 
 		if (clen > SUGGEST_MAX)
 			continue;
-		d = edit_distance(s, len, cands[i], clen);
+		d = text_edit_distance(s, len, cands[i], clen);
 		if (d < *best_dist) {
 			*best_dist = d;
 			best = cands[i];

@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include "util/strbuf.h"
+#include "util/text.h"
 
 #define TOML_MAX_DEPTH 128 /* containers, counting the root as 0 */
 #define INDEX_MIN 8      /* keys a table holds before it gets a hash index */
@@ -407,18 +408,6 @@ static bool array_push(struct parser *ps, struct node *a, struct toml_value *v)
 	return true;
 }
 
-/* FNV-1a: keys are short and this needs no tuning. */
-static uint32_t key_hash(const char *key, size_t len)
-{
-	uint32_t h = 2166136261u;
-
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char)key[i];
-		h *= 16777619u;
-	}
-	return h;
-}
-
 static bool key_eq(const struct toml_keyval *kv, const char *key, size_t len)
 {
 	return kv->key_len == len && (len == 0 || memcmp(kv->key, key, len) == 0);
@@ -434,7 +423,7 @@ static struct toml_keyval *table_lookup(const struct node *t, const char *key, s
 				return &items[i];
 		return NULL;
 	}
-	for (size_t i = key_hash(key, len) & t->index_mask;; i = (i + 1) & t->index_mask) {
+	for (size_t i = (size_t)text_hash(key, len) & t->index_mask;; i = (i + 1) & t->index_mask) {
 		uint32_t slot = t->index[i];
 
 		if (slot == 0)
@@ -447,7 +436,7 @@ static struct toml_keyval *table_lookup(const struct node *t, const char *key, s
 static void index_put(struct node *t, size_t item)
 {
 	const struct toml_keyval *kv = &t->v.u.table.items[item];
-	size_t i = key_hash(kv->key, kv->key_len) & t->index_mask;
+	size_t i = (size_t)text_hash(kv->key, kv->key_len) & t->index_mask;
 
 	while (t->index[i] != 0)
 		i = (i + 1) & t->index_mask;
