@@ -59,14 +59,21 @@ static int usage_error(const char *fmt, const char *arg)
 struct config_opts {
 	const char *path;
 	unsigned flags;
+	const char *sender; /* send -f */
 };
 
-/* Options shared by the config subcommands; returns -1 when fine. */
-static int parse_config_opts(int argc, char **argv, bool allow_strict, struct config_opts *o)
+#define OPT_STRICT 0x1u /* the subcommand takes --strict */
+#define OPT_FROM   0x2u /* the subcommand takes -f SENDER */
+#define OPT_ARGS   0x4u /* the subcommand takes arguments after its options */
+
+/* Options shared by the subcommands; returns -1 when fine, else the exit
+ * code. With OPT_ARGS, the arguments start at optind. */
+static int parse_opts(int argc, char **argv, unsigned allowed, struct config_opts *o)
 {
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "strict", no_argument, NULL, 's' },
+		{ "from", required_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -74,17 +81,23 @@ static int parse_config_opts(int argc, char **argv, bool allow_strict, struct co
 
 	o->path = TERN_DEFAULT_CONFIG;
 	o->flags = 0;
+	o->sender = NULL;
 	optind = 1;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "+c:h", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "+c:f:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			o->path = optarg;
 			break;
 		case 's':
-			if (!allow_strict)
+			if (!(allowed & OPT_STRICT))
 				return usage_error("%s does not take --strict", argv[0]);
 			o->flags |= CONFIG_STRICT;
+			break;
+		case 'f':
+			if (!(allowed & OPT_FROM))
+				return usage_error("%s does not take -f", argv[0]);
+			o->sender = optarg;
 			break;
 		case 'h':
 			fputs(usage_text, stdout);
@@ -93,7 +106,7 @@ static int parse_config_opts(int argc, char **argv, bool allow_strict, struct co
 			return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
 		}
 	}
-	if (optind < argc)
+	if (optind < argc && !(allowed & OPT_ARGS))
 		return usage_error("unexpected argument '%s'", argv[optind]);
 	return -1;
 }
@@ -114,7 +127,7 @@ static int cmd_config_check(int argc, char **argv)
 {
 	struct config_opts o;
 	struct config *cfg;
-	int rc = parse_config_opts(argc, argv, true, &o);
+	int rc = parse_opts(argc, argv, OPT_STRICT, &o);
 
 	if (rc >= 0)
 		return rc;
@@ -131,7 +144,7 @@ static int cmd_config_dump(int argc, char **argv)
 	struct config_opts o;
 	struct config *cfg;
 	struct strbuf out;
-	int rc = parse_config_opts(argc, argv, false, &o);
+	int rc = parse_opts(argc, argv, 0, &o);
 
 	if (rc >= 0)
 		return rc;
@@ -167,7 +180,7 @@ static int cmd_config_keys(int argc, char **argv)
 static int cmd_serve(int argc, char **argv)
 {
 	struct config_opts o;
-	int rc = parse_config_opts(argc, argv, false, &o);
+	int rc = parse_opts(argc, argv, 0, &o);
 
 	if (rc >= 0)
 		return rc;
@@ -176,35 +189,14 @@ static int cmd_serve(int argc, char **argv)
 
 static int cmd_send(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "from", required_argument, NULL, 'f' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *path = TERN_DEFAULT_CONFIG, *sender = NULL;
-	int ch;
+	struct config_opts o;
+	int rc = parse_opts(argc, argv, OPT_FROM | OPT_ARGS, &o);
 
-	optind = 1;
-	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "+c:f:h", longopts, NULL)) != -1) {
-		switch (ch) {
-		case 'c':
-			path = optarg;
-			break;
-		case 'f':
-			sender = optarg;
-			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			return 0;
-		default:
-			return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
-		}
-	}
+	if (rc >= 0)
+		return rc;
 	if (optind >= argc)
 		return usage_error("%s needs at least one recipient", "send");
-	return send_main(path, sender, argc - optind, argv + optind);
+	return send_main(o.path, o.sender, argc - optind, argv + optind);
 }
 
 static const struct {

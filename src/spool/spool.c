@@ -343,7 +343,10 @@ struct spool_seg *spool_seg_for(struct spool *s, uint64_t rec_len, int *err)
 	return seg;
 }
 
-static int pwritev_all(int fd, struct iovec *iov, int cnt, off_t off)
+/* Write (or read) every byte of iov at off, across short transfers and
+ * EINTR. Returns 0 or an errno; EIO when a read finds the file shorter
+ * than the index says. */
+static int pv_all(bool write, int fd, struct iovec *iov, int cnt, off_t off)
 {
 	for (;;) {
 		ssize_t n;
@@ -354,7 +357,10 @@ static int pwritev_all(int fd, struct iovec *iov, int cnt, off_t off)
 		}
 		if (cnt == 0)
 			return 0;
-		n = pwritev(fd, iov, cnt < IOV_MAX ? cnt : IOV_MAX, off);
+		if (cnt > IOV_MAX)
+			n = write ? pwritev(fd, iov, IOV_MAX, off) : preadv(fd, iov, IOV_MAX, off);
+		else
+			n = write ? pwritev(fd, iov, cnt, off) : preadv(fd, iov, cnt, off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -383,7 +389,7 @@ int spool_write(struct spool *s, struct spool_seg *seg, struct iovec *iov, int i
 		uint64_t len, bool urgent, uint64_t *off, uint64_t *seq)
 {
 	uint64_t at = seg->size;
-	int err = pwritev_all(seg->fd, iov, iovcnt, (off_t)at);
+	int err = pv_all(true, seg->fd, iov, iovcnt, (off_t)at);
 
 	if (err != 0) {
 		/* Cut the partial record off, so the journal ends whole. */
@@ -396,39 +402,6 @@ int spool_write(struct spool *s, struct spool_seg *seg, struct iovec *iov, int i
 	*seq = spool_sync_commit(s, seg, urgent);
 	seg->need_seq = *seq;
 	return 0;
-}
-
-static int preadv_all(int fd, struct iovec *iov, int cnt, off_t off)
-{
-	for (;;) {
-		ssize_t n;
-
-		while (cnt > 0 && iov->iov_len == 0) {
-			iov++;
-			cnt--;
-		}
-		if (cnt == 0)
-			return 0;
-		n = preadv(fd, iov, cnt, off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return errno;
-		if (n == 0)
-			return EIO; /* the file is shorter than the index says */
-		off += n;
-		for (size_t left = (size_t)n; left > 0;) {
-			size_t k = left < iov->iov_len ? left : iov->iov_len;
-
-			iov->iov_base = (char *)iov->iov_base + k;
-			iov->iov_len -= k;
-			left -= k;
-			if (iov->iov_len == 0) {
-				iov++;
-				cnt--;
-			}
-		}
-	}
 }
 
 /* Read e's MESSAGE record back and check it: head receives the record
@@ -446,7 +419,7 @@ int spool_record_read(const struct spool *s, const struct spool_entry *e,
 	};
 	struct journal_rec_hdr h;
 	uint32_t crc;
-	int err = preadv_all(e->seg->fd, iov, 3, (off_t)e->off);
+	int err = pv_all(false, e->seg->fd, iov, 3, (off_t)e->off);
 
 	if (err != 0) {
 		log_error("spool %s: message %016" PRIx64 ": cannot read segment %" PRIu32
