@@ -33,7 +33,7 @@
 
 struct server_run {
 	struct server srv;
-	struct event *sig_term, *sig_int, *stop_poll;
+	struct event *sig_term, *sig_int, *sig_hup, *stop_poll;
 	int64_t stop_deadline_polls;
 };
 
@@ -73,6 +73,15 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	queue_stop(run->srv.queue);
 	run->stop_deadline_polls = SHUTDOWN_GRACE_MS / SHUTDOWN_POLL_MS;
 	evtimer_add(run->stop_poll, &now);
+}
+
+/* SIGHUP's default action would kill the server (log rotation sends it). */
+static void sighup_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)sig;
+	(void)what;
+	(void)arg;
+	log_warn("SIGHUP: reloading the configuration is not implemented yet; ignored");
 }
 
 static void adopt_cb(void *arg, struct message *msg)
@@ -129,9 +138,11 @@ static int server_start(struct server_run *run, const char *config_path)
 	}
 	run->sig_term = evsignal_new(srv->base, SIGTERM, signal_cb, run);
 	run->sig_int = evsignal_new(srv->base, SIGINT, signal_cb, run);
+	run->sig_hup = evsignal_new(srv->base, SIGHUP, sighup_cb, run);
 	run->stop_poll = evtimer_new(srv->base, stop_poll_cb, run);
-	if (run->sig_term == NULL || run->sig_int == NULL || run->stop_poll == NULL ||
-	    evsignal_add(run->sig_term, NULL) != 0 || evsignal_add(run->sig_int, NULL) != 0) {
+	if (run->sig_term == NULL || run->sig_int == NULL || run->sig_hup == NULL ||
+	    run->stop_poll == NULL || evsignal_add(run->sig_term, NULL) != 0 ||
+	    evsignal_add(run->sig_int, NULL) != 0 || evsignal_add(run->sig_hup, NULL) != 0) {
 		log_error("cannot install signal handlers");
 		return -1;
 	}
@@ -148,6 +159,8 @@ static void server_teardown(struct server_run *run)
 		event_free(run->sig_term);
 	if (run->sig_int != NULL)
 		event_free(run->sig_int);
+	if (run->sig_hup != NULL)
+		event_free(run->sig_hup);
 	if (run->stop_poll != NULL)
 		event_free(run->stop_poll);
 	/* Sessions first (they forget their pending submits), then connections;

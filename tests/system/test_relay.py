@@ -170,3 +170,11 @@ def test_serve_without_listener_fails_clearly(tmp_path):
     r = subprocess.run([TERN_BIN, "serve", "-c", str(cfg)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
     assert "no [server.listener" in r.stderr
+
+
+def test_sighup_does_not_kill_the_server(tmp_path):
+    import signal
+    with TernServer(tmp_path) as tern:
+        tern.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: tern.log_lines("SIGHUP"), what="the SIGHUP log line")
+        assert tern.proc.poll() is None
