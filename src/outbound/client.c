@@ -1080,8 +1080,10 @@ static void read_replies(struct client *c)
 		enum reply_result res;
 
 		if (p.pos < 0) {
-			if (evbuffer_get_length(in) <= REPLY_LINE_MAX)
-				return; /* the rest of the line is still on its way */
+			/* The rest of the line is still on its way; a full-length
+			 * line may have its CR here and its LF in the next read. */
+			if (evbuffer_get_length(in) <= REPLY_LINE_MAX + 1)
+				return;
 			err = "reply line too long";
 			break;
 		}

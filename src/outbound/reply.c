@@ -65,7 +65,8 @@ static size_t enhanced_len(const char *text, size_t len, char cls)
 {
 	size_t i = 0;
 
-	if (len < 5 || text[0] != cls || text[1] != '.')
+	/* RFC 3463 classes are 2, 4 and 5 only ("354 3.0.0" carries none). */
+	if (len < 5 || text[0] != cls || text[1] != '.' || (cls != '2' && cls != '4' && cls != '5'))
 		return 0;
 	i = 2;
 	if (!digits_1_3(text, len, &i) || i >= len || text[i] != '.')

@@ -24,6 +24,8 @@
 /* Unsynced RCPT and DONE records (and compaction copies) wait at most
  * this long for a group commit that a new message would trigger. */
 #define SPOOL_LAZY_SYNC_MS   100
+/* Ids are (ms since the epoch << 16) + n: far below this for millennia. */
+#define SPOOL_ID_MAX         (UINT64_C(1) << 63)
 
 struct spool_seg {
 	uint32_t no;

@@ -386,7 +386,7 @@ struct message *journal_env_decode(const unsigned char *p, size_t len)
 	for (uint32_t i = 0; i < n; i++) {
 		struct rcpt *r;
 
-		take_str(&c, &s, &slen);
+		take_cstr(&c, &s, &slen); /* recipients are C strings too */
 		if (s == NULL)
 			return decode_fail(m, EINVAL);
 		r = message_add_rcpt(m, s, slen);

@@ -112,7 +112,9 @@ static enum check check_record(struct reader *r, uint32_t salt, uint64_t off,
 
 	if (p == NULL)
 		return r->err != 0 ? CHECK_IOERR : CHECK_BAD;
-	if (!journal_rec_hdr_decode(p, salt, h))
+	/* Ids are time-based and far below SPOOL_ID_MAX: a record above it is
+	 * forged or corrupt, and taking it would make new ids wrap. */
+	if (!journal_rec_hdr_decode(p, salt, h) || h->id >= SPOOL_ID_MAX)
 		return CHECK_BAD;
 	/* h->len is bounded by JOURNAL_PAYLOAD_MAX: no overflow below. */
 	if ((uint64_t)JOURNAL_REC_OVERHEAD + h->len > r->size - off)
@@ -405,7 +407,8 @@ static int load_segment(struct spool *s, uint32_t no, bool last, struct spool_se
 		close(fd);
 		return err;
 	}
-	if (n == (ssize_t)sizeof(buf) && journal_seg_hdr_decode(buf, &h) && h.no == no) {
+	if (n == (ssize_t)sizeof(buf) && journal_seg_hdr_decode(buf, &h) && h.no == no &&
+	    h.id_floor < SPOOL_ID_MAX) {
 		*out = spool_seg_new(no, fd, h.salt, (uint64_t)st.st_size);
 		if (*out == NULL) {
 			close(fd);
