@@ -23,6 +23,11 @@
  * nothing. The thread stops syncing; the loop fails every waiter and
  * refuses new records.
  *
+ * What it does not do: overlap syncs. One sync runs at a time, so on a
+ * disk whose flushes are slow (milliseconds) and that runs many flushes in
+ * parallel, throughput is about (records per batch / flush time); two to
+ * four overlapping rounds completing in order would lift that ceiling.
+ *
  * It never touches the index or anything else of the loop's, and closes
  * no file: a segment on the dirty list is freed only after a sync covered
  * its last record, and only by the loop.
