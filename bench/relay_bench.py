@@ -368,7 +368,7 @@ class Source:
 
 def run_through(sink, port, n, size, args, log_path, cpu_probe=None):
     """smtp-source to port; wait until the sink has counted n more messages.
-    Returns dict(seconds, accept_seconds, cpu_ticks)."""
+    Returns the timings, the relay's CPU ticks (cpu_probe) and where the machine's CPU went."""
     base = sink.current()
     target = base + n
     cpu0 = cpu_probe() if cpu_probe else None
@@ -420,7 +420,8 @@ def run_through(sink, port, n, size, args, log_path, cpu_probe=None):
 # ---------------------------------------------------------------- phases
 
 def phase_direct(sink, n, size, args, workdir):
-    r = run_through(sink, sink.port, n, size, args, os.path.join(workdir, "source-direct-%s.log" % fmt_size(size)))
+    r = run_through(sink, sink.port, n, size, args,
+                    os.path.join(workdir, "source-direct-%s.log" % fmt_size(size)))
     # The direct rate is smtp-source's own wall time (its last QUIT included).
     r["seconds"] = max(r["seconds"], r["client_seconds"])
     return r
@@ -501,6 +502,7 @@ def phase_tern(sink, n, size, args, workdir):
         r = run_through(sink, port, n, size, args, os.path.join(d, "source.log"), cpu)
         r["rss_kb"] = proc_status_kb(pid, "VmHWM")
         r["pss_kb"] = proc_pss_kb(pid)
+        r["pss_what"] = "PSS at the end"
         r["procs"] = 1
         if proc.poll() is not None:
             raise PhaseFailed("tern exited with %s during the run" % proc.returncode, n)
@@ -678,6 +680,7 @@ def phase_postfix(sink, n, size, args, workdir):
         sampler.stop()
         res["rss_kb"] = sampler.max_rss
         res["pss_kb"] = sampler.max_pss
+        res["pss_what"] = "peak PSS (sum)"
         res["procs"] = sampler.max_procs
         sampler = None
         return res
@@ -749,8 +752,8 @@ def print_table(rows):
             line = "  %-6s %-7s %d msgs in %.2fs" % (fmt_size(row["size"]), ph, n, r["seconds"])
             if ph != "direct":
                 line += "; smtp-source done after %.2fs (%.0f msg/s accepted); %d process(es), " \
-                        "peak PSS %.1f MiB" % (r["accept_seconds"], n / r["accept_seconds"],
-                                               r["procs"], r["pss_kb"] / 1024.0)
+                        "%s %.1f MiB" % (r["accept_seconds"], n / r["accept_seconds"],
+                                         r["procs"], r["pss_what"], r["pss_kb"] / 1024.0)
             print(line)
             # Where the machine's CPUs went meanwhile, in cores (CPU seconds per second).
             w = r["window"] or 1e-9
@@ -772,9 +775,13 @@ def print_table(rows):
 # ---------------------------------------------------------------- main
 
 def git_rev():
+    """The checkout's commit, '+dirty' when src/ has changes not committed."""
     try:
-        return subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
+        rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "src"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.TimeoutExpired):
         return "?"
 
@@ -841,13 +848,21 @@ def main():
 
     workdir = tempfile.mkdtemp(prefix="tern-bench-", dir=args.workdir)
     os.chmod(workdir, 0o755)   # Postfix's daemons (user postfix) live below it
-    load = os.getloadavg()[0]
-    print("tern relay benchmark  %s  %s  %d cores  load %.2f  tern %s  postfix %s  sessions %d" % (
-        datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), platform.node() or "?",
-        os.cpu_count() or 0, load, git_rev(), postfix_version(), args.sessions), flush=True)
-    if load > 0.5 * (os.cpu_count() or 1):
-        log("warning: load average %.2f: something else is running, the figures will be noisy"
-            % load)
+    # How idle is the machine? (The load average would still count our own last run.)
+    a = system_cpu()
+    time.sleep(1.0)
+    b = system_cpu()
+    d = [y - x for x, y in zip(a, b)]
+    idle = (d[3] + d[4]) / float(sum(d) or 1)
+    print("tern relay benchmark  %s  %s  %d cores  idle %.0f%%  repo %s  postfix %s  "
+          "sessions %d" % (datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                           platform.node() or "?", os.cpu_count() or 0, idle * 100, git_rev(),
+                           postfix_version(), args.sessions), flush=True)
+    if "tern" in only:
+        print("tern binary %s" % args.tern, flush=True)
+    if idle < 0.9:
+        log("warning: the machine was only %.0f%% idle before the run: something else is "
+            "running, the figures will be noisy (see 'rest' in the detail lines)" % (idle * 100))
     rows = []
     failed = False
     try:
