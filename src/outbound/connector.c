@@ -24,6 +24,7 @@
 #include "outbound/connector.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -37,6 +38,7 @@
 #include "outbound/client.h"
 #include "route/nexthop.h"
 #include "server/server.h"
+#include "spool/spool.h"
 #include "util/clock.h"
 #include "util/log.h"
 
@@ -163,9 +165,29 @@ static void relay_text(struct conn *c, struct delivery *d)
 		 client_peer_text(c->client), port);
 }
 
+/* The next waiting delivery whose body is at hand, or NULL. Deliveries
+ * travel without a body when the queue's memory budget was spent: it is
+ * read from the spool now; one that cannot be read is deferred. */
+static struct delivery *take_ready_delivery(struct pool *p)
+{
+	struct delivery *d;
+
+	while ((d = wait_pop(p)) != NULL) {
+		struct delivery_status why;
+
+		if (d->body != NULL || (d->body = spool_read_body(p->cn->srv->spool, d->msg)) != NULL)
+			return d;
+		ds_set_local(&why, DS_TEMP, STAGE_DATA, "4.3.0",
+			     "cannot read the message from the spool: %s", strerror(errno));
+		snprintf(d->relay, sizeof(d->relay), "%s", remote_id(p));
+		fail_delivery(p->cn, d, &why);
+	}
+	return NULL;
+}
+
 static void conn_take_next(struct conn *c)
 {
-	struct delivery *d = wait_pop(c->pool);
+	struct delivery *d = take_ready_delivery(c->pool);
 	struct timeval keep = { IDLE_KEEP_MS / 1000, (IDLE_KEEP_MS % 1000) * 1000 };
 
 	if (d == NULL) {

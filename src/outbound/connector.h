@@ -29,7 +29,10 @@ typedef void (*delivery_done_cb)(void *arg, struct delivery *d);
 
 struct delivery {
 	struct message *msg;
-	struct message_body *body;     /* a reference the delivery holds */
+	struct message_body *body;     /* a reference the delivery holds, or NULL:
+					  the connector reads it from the spool
+					  when a connection takes the delivery */
+	size_t body_counted;           /* bytes of it the queue's budget counts */
 	size_t *rcpt_index;
 	size_t n_rcpts;
 	struct delivery_status *status; /* n_rcpts entries */

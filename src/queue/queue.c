@@ -48,6 +48,16 @@ struct qmsg {
 
 #define NOT_IN_HEAP SIZE_MAX
 
+/*
+ * Bodies that deliveries carry in memory while they wait for a connection,
+ * at most this many bytes in all. Past it a delivery carries none and the
+ * connector reads the body from the spool (the page cache, usually) when a
+ * connection takes it, so a backlog costs envelopes, not bodies.
+ */
+#define QUEUE_BODY_BUDGET (64u << 20)
+/* Tests shrink the budget (to reach the spool-read path) with this. */
+#define QUEUE_BODY_BUDGET_ENV "TERN_QUEUE_BODY_BUDGET"
+
 struct queue {
 	struct server *srv;
 	struct qmsg **heap;
@@ -55,6 +65,8 @@ struct queue {
 	struct event *timer;
 	struct qmsg *submits; /* not yet durable */
 	size_t inflight_msgs;
+	size_t body_bytes;    /* bodies attached to deliveries not yet done */
+	size_t body_budget;   /* QUEUE_BODY_BUDGET unless the environment says */
 	bool running;
 	bool stopping;
 };
@@ -272,6 +284,8 @@ static void delivery_done(void *arg, struct delivery *d)
 
 	for (size_t i = 0; i < d->n_rcpts; i++)
 		apply_outcome(m, d->rcpt_index[i], &d->status[i], d->relay);
+	if (d->body_counted)
+		m->q->body_bytes -= d->body_counted;
 	message_body_unref(d->body);
 	free(d);
 	if (--m->inflight == 0)
@@ -289,7 +303,11 @@ static struct delivery *delivery_new(struct qmsg *m, size_t n)
 	d->rcpt_index = (size_t *)(d + 1);
 	d->status = (struct delivery_status *)(d->rcpt_index + n);
 	d->msg = m->msg;
-	d->body = message_body_ref(m->body);
+	if (m->q->body_bytes + m->body->len <= m->q->body_budget) {
+		d->body = message_body_ref(m->body);
+		d->body_counted = m->body->len;
+		m->q->body_bytes += m->body->len;
+	}
 	d->done = delivery_done;
 	d->arg = m;
 	return d;
@@ -485,6 +503,9 @@ struct queue *queue_new(struct server *srv)
 	if (q == NULL)
 		return NULL;
 	q->srv = srv;
+	q->body_budget = QUEUE_BODY_BUDGET;
+	if (getenv(QUEUE_BODY_BUDGET_ENV) != NULL)
+		q->body_budget = (size_t)strtoull(getenv(QUEUE_BODY_BUDGET_ENV), NULL, 10);
 	q->timer = evtimer_new(srv->base, timer_cb, q);
 	if (q->timer == NULL) {
 		free(q);

@@ -65,7 +65,8 @@ def stop_pid(proc, timeout=10.0, sig=signal.SIGTERM):
 class TernServer:
     """`tern serve` on a free port. extra is TOML appended to the base config."""
 
-    def __init__(self, workdir, extra="", port=None, relay_loopback=True):
+    def __init__(self, workdir, extra="", port=None, relay_loopback=True, env=None):
+        self.env = dict(os.environ, **(env or {}))
         self.workdir = str(workdir)
         self.port = port or free_port()
         self.config = os.path.join(self.workdir, "tern.toml")
@@ -88,7 +89,7 @@ class TernServer:
     def start(self):
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen([TERN_BIN, "serve", "-c", self.config],
-                                     stdout=self.logf, stderr=subprocess.STDOUT)
+                                     stdout=self.logf, stderr=subprocess.STDOUT, env=self.env)
         wait_port(self.port, proc=self.proc)
         return self
 

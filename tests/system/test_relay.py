@@ -178,3 +178,18 @@ def test_sighup_does_not_kill_the_server(tmp_path):
         tern.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: tern.log_lines("SIGHUP"), what="the SIGHUP log line")
         assert tern.proc.poll() is None
+
+
+def test_bodies_read_back_from_the_spool_when_memory_budget_is_spent(tmp_path):
+    """With no memory budget for bodies, every delivery reads its body from
+    the spool when a connection takes it: the mail arrives byte for byte."""
+    with SmtpSink(tmp_path) as sink, \
+         TernServer(tmp_path, '[queue.outbound]\nnext-hop = "sink"\n' + remote("sink", sink.port),
+                    env={"TERN_QUEUE_BODY_BUDGET": "0"}) as tern:
+        for i in range(5):
+            send(tern.port, "alice@example.org", ["bob@example.net"], make_message(i, body_lines=2000))
+        wait_for(lambda: len(sink.messages()) == 5, what="5 messages at the sink")
+        for m in sink.parsed():
+            i = int(m["Subject"].split()[-1])
+            assert m.get_payload().rstrip("\n") == "\n".join(
+                "line %d of message %d" % (n, i) for n in range(2000))
