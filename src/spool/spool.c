@@ -231,6 +231,45 @@ void spool_seg_free(struct spool_seg *seg)
 	free(seg);
 }
 
+/* Write (or read) every byte of iov at off, across short transfers and
+ * EINTR. Returns 0 or an errno; EIO when a read finds the file shorter
+ * than the index says. */
+static int pv_all(bool write, int fd, struct iovec *iov, int cnt, off_t off)
+{
+	for (;;) {
+		ssize_t n;
+
+		while (cnt > 0 && iov->iov_len == 0) {
+			iov++;
+			cnt--;
+		}
+		if (cnt == 0)
+			return 0;
+		if (cnt > IOV_MAX)
+			n = write ? pwritev(fd, iov, IOV_MAX, off) : preadv(fd, iov, IOV_MAX, off);
+		else
+			n = write ? pwritev(fd, iov, cnt, off) : preadv(fd, iov, cnt, off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return errno;
+		if (n == 0)
+			return EIO;
+		off += n;
+		for (size_t left = (size_t)n; left > 0;) {
+			size_t k = left < iov->iov_len ? left : iov->iov_len;
+
+			iov->iov_base = (char *)iov->iov_base + k;
+			iov->iov_len -= k;
+			left -= k;
+			if (iov->iov_len == 0) {
+				iov++;
+				cnt--;
+			}
+		}
+	}
+}
+
 bool spool_segs_reserve(struct spool *s)
 {
 	struct spool_seg **segs;
@@ -245,26 +284,6 @@ bool spool_segs_reserve(struct spool *s)
 	s->segs = segs;
 	s->cap_segs = cap;
 	return true;
-}
-
-static int pwrite_all(int fd, const void *buf, size_t len, off_t off)
-{
-	const char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return errno;
-		if (n == 0)
-			return EIO;
-		p += n;
-		len -= (size_t)n;
-		off += n;
-	}
-	return 0;
 }
 
 static uint32_t random_salt(void)
@@ -301,7 +320,9 @@ int spool_seg_create(struct spool *s, uint32_t no, struct spool_seg **out)
 		free(seg);
 		return err;
 	}
-	err = pwrite_all(fd, buf, sizeof(buf), 0);
+	struct iovec hdr = { buf, sizeof(buf) };
+
+	err = pv_all(true, fd, &hdr, 1, 0);
 	if (err != 0) {
 		unlinkat(s->dirfd, name, 0);
 		close(fd);
@@ -341,45 +362,6 @@ struct spool_seg *spool_seg_for(struct spool *s, uint64_t rec_len, int *err)
 	s->segs[s->n_segs++] = seg;
 	spool_sync_created(s);
 	return seg;
-}
-
-/* Write (or read) every byte of iov at off, across short transfers and
- * EINTR. Returns 0 or an errno; EIO when a read finds the file shorter
- * than the index says. */
-static int pv_all(bool write, int fd, struct iovec *iov, int cnt, off_t off)
-{
-	for (;;) {
-		ssize_t n;
-
-		while (cnt > 0 && iov->iov_len == 0) {
-			iov++;
-			cnt--;
-		}
-		if (cnt == 0)
-			return 0;
-		if (cnt > IOV_MAX)
-			n = write ? pwritev(fd, iov, IOV_MAX, off) : preadv(fd, iov, IOV_MAX, off);
-		else
-			n = write ? pwritev(fd, iov, cnt, off) : preadv(fd, iov, cnt, off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return errno;
-		if (n == 0)
-			return EIO;
-		off += n;
-		for (size_t left = (size_t)n; left > 0;) {
-			size_t k = left < iov->iov_len ? left : iov->iov_len;
-
-			iov->iov_base = (char *)iov->iov_base + k;
-			iov->iov_len -= k;
-			left -= k;
-			if (iov->iov_len == 0) {
-				iov++;
-				cnt--;
-			}
-		}
-	}
 }
 
 /* Append one whole record (iov, len bytes) at the tail of seg, the current
