@@ -25,6 +25,7 @@
 #include "util/arena.h"
 #include "util/ipaddr.h"
 #include "util/strbuf.h"
+#include "../support/rule_values.h"
 
 #define ALL_VARS ((1u << RULE_VAR_COUNT) - 1)
 
@@ -37,74 +38,6 @@ static const char lists_text[] =
 static struct arena lists_arena;
 static struct toml_doc *lists_doc;
 static struct cfg_lists *lists;
-
-static bool fuzz_parse(void *ctx, const struct toml_value *v, struct cfg_value *out,
-		       struct diags *diags)
-{
-	struct arena *a = ctx;
-
-	switch (v->type) {
-	case TOML_STRING:
-		out->type = CFG_STRING;
-		out->str = arena_strndup(a, v->u.str.ptr, v->u.str.len);
-		out->len = v->u.str.len;
-		return out->str != NULL;
-	case TOML_BOOL:
-		out->type = CFG_BOOL;
-		out->num = v->u.boolean;
-		return true;
-	case TOML_INTEGER:
-		out->type = CFG_INT;
-		out->num = v->u.integer;
-		return true;
-	case TOML_ARRAY: {
-		struct cfg_value *items = arena_grow(a, NULL, 0, v->u.array.len + 1, sizeof(*items));
-
-		if (items == NULL)
-			return false;
-		for (size_t i = 0; i < v->u.array.len; i++) {
-			const struct toml_value *e = v->u.array.items[i];
-
-			if (e->type != TOML_STRING) {
-				diag_error(diags, e->pos, "", "list items must be strings");
-				return false;
-			}
-			items[i].type = CFG_STRING;
-			items[i].str = arena_strndup(a, e->u.str.ptr, e->u.str.len);
-			items[i].len = e->u.str.len;
-			if (items[i].str == NULL)
-				return false;
-		}
-		out->type = CFG_STRING;
-		out->items = items;
-		out->n_items = v->u.array.len;
-		return true;
-	}
-	default:
-		diag_error(diags, v->pos, "", "unsupported value");
-		return false;
-	}
-}
-
-static void fuzz_dump(void *ctx, const struct cfg_value *v, struct strbuf *out)
-{
-	(void)ctx;
-	if (v->items != NULL) {
-		strbuf_putc(out, '[');
-		for (size_t i = 0; i < v->n_items; i++) {
-			if (i > 0)
-				strbuf_puts(out, ", ");
-			strbuf_put_quoted(out, v->items[i].str, v->items[i].len);
-		}
-		strbuf_putc(out, ']');
-	} else if (v->type == CFG_BOOL) {
-		strbuf_puts(out, v->num ? "true" : "false");
-	} else if (v->type == CFG_INT) {
-		strbuf_printf(out, "%lld", (long long)v->num);
-	} else {
-		strbuf_put_quoted(out, v->str, v->len);
-	}
-}
 
 static void set_var(struct rule_ctx *ctx, enum rule_var v, const char *s)
 {
@@ -160,7 +93,7 @@ static void init_lists(void)
 static struct rule *compile(struct arena *a, const struct toml_value *v, unsigned flags,
 			    struct rule_regexes **regexes, struct diags *d)
 {
-	return rule_compile(a, "k", v, ALL_VARS, true, flags, lists, regexes, fuzz_parse, a, d);
+	return rule_compile(a, "k", v, ALL_VARS, true, flags, lists, regexes, rule_value_parse, a, d);
 }
 
 /* The dump of a compiled rule compiles again and dumps the same. */
@@ -192,7 +125,7 @@ static void check_roundtrip(const struct strbuf *dump, unsigned flags)
 		abort();
 	}
 	strbuf_init(&again);
-	rule_dump(r, &again, fuzz_dump, NULL);
+	rule_dump(r, &again, rule_value_dump, NULL);
 	if (again.len != dump->len || memcmp(again.data, dump->data, dump->len) != 0) {
 		fprintf(stderr, "dump changed:\n%s\n%s\n", strbuf_str(dump), strbuf_str(&again));
 		abort();
@@ -242,7 +175,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					if (rule_eval(r, &ctxs[i]) == NULL)
 						abort();
 				strbuf_init(&out);
-				rule_dump(r, &out, fuzz_dump, NULL);
+				rule_dump(r, &out, rule_value_dump, NULL);
 				if (!strbuf_failed(&out))
 					check_roundtrip(&out, flags);
 				strbuf_free(&out);

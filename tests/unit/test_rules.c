@@ -24,6 +24,7 @@
 #include "util/arena.h"
 #include "util/ipaddr.h"
 #include "util/strbuf.h"
+#include "../support/rule_values.h"
 
 /* ------------------------------------------------------------------ */
 /* Fixture: one TOML document, its lists, one compiled rule.           */
@@ -36,79 +37,6 @@ struct fx {
 	struct rule_regexes *regexes;
 	char list_path[64]; /* a file:// list, removed at teardown */
 };
-
-/* strings -> CFG_STRING, false -> none, true -> CFG_BOOL, integers ->
- * CFG_INT, arrays of strings -> a list of CFG_STRING. Strings are copied:
- * a test's rules outlive the documents they came from. Every test
- * compiles the key "k", so errors name that. */
-static bool test_parse(void *ctx, const struct toml_value *v, struct cfg_value *out,
-		       struct diags *diags)
-{
-	struct arena *a = ctx;
-
-	switch (v->type) {
-	case TOML_STRING:
-		out->type = CFG_STRING;
-		out->str = arena_strndup(a, v->u.str.ptr, v->u.str.len);
-		out->len = v->u.str.len;
-		return out->str != NULL;
-	case TOML_BOOL:
-		out->type = CFG_BOOL;
-		out->num = v->u.boolean;
-		out->none = !v->u.boolean;
-		return true;
-	case TOML_INTEGER:
-		out->type = CFG_INT;
-		out->num = v->u.integer;
-		return true;
-	case TOML_ARRAY: {
-		struct cfg_value *items = arena_grow(a, NULL, 0, v->u.array.len + 1, sizeof(*items));
-
-		if (items == NULL)
-			return false;
-		for (size_t i = 0; i < v->u.array.len; i++) {
-			const struct toml_value *e = v->u.array.items[i];
-
-			if (e->type != TOML_STRING) {
-				diag_error(diags, e->pos, "k", "list items must be strings");
-				return false;
-			}
-			items[i].type = CFG_STRING;
-			items[i].str = arena_strndup(a, e->u.str.ptr, e->u.str.len);
-			items[i].len = e->u.str.len;
-			if (items[i].str == NULL)
-				return false;
-		}
-		out->type = CFG_STRING;
-		out->items = items;
-		out->n_items = v->u.array.len;
-		return true;
-	}
-	default:
-		diag_error(diags, v->pos, "k", "unsupported value type %s", toml_type_name(v->type));
-		return false;
-	}
-}
-
-static void test_dump(void *ctx, const struct cfg_value *v, struct strbuf *out)
-{
-	(void)ctx;
-	if (v->items != NULL || v->n_items > 0) {
-		strbuf_putc(out, '[');
-		for (size_t i = 0; i < v->n_items; i++) {
-			if (i > 0)
-				strbuf_puts(out, ", ");
-			strbuf_put_quoted(out, v->items[i].str, v->items[i].len);
-		}
-		strbuf_putc(out, ']');
-	} else if (v->type == CFG_BOOL) {
-		strbuf_puts(out, v->num ? "true" : "false");
-	} else if (v->type == CFG_INT) {
-		strbuf_printf(out, "%" PRId64, v->num);
-	} else {
-		strbuf_put_quoted(out, v->str, v->len);
-	}
-}
 
 static int fx_setup(void **state)
 {
@@ -170,7 +98,7 @@ static struct rule *compile_ex(struct fx *fx, const char *value, const char *ext
 	fx_load(fx, strbuf_str(&sb));
 	strbuf_free(&sb);
 	r = rule_compile(&fx->arena, "k", toml_table_get(fx->doc->root, "k"), vars, allow_rules,
-			 flags, fx->lists, &fx->regexes, test_parse, &fx->arena, &fx->diags);
+			 flags, fx->lists, &fx->regexes, rule_value_parse, &fx->arena, &fx->diags);
 	return r;
 }
 
@@ -307,7 +235,7 @@ static void test_plain_value(void **state)
 	assert_string_equal(eval_str(r, &ctx), "relay");
 
 	strbuf_init(&sb);
-	rule_dump(r, &sb, test_dump, NULL);
+	rule_dump(r, &sb, rule_value_dump, NULL);
 	assert_string_equal(strbuf_str(&sb), "\"relay\"");
 	strbuf_free(&sb);
 
@@ -729,8 +657,8 @@ static void test_priority(void **state)
 	/* The integer form is dumped as an integer, the string as written. */
 	struct strbuf sb;
 	strbuf_init(&sb);
-	rule_dump(i, &sb, test_dump, NULL);
-	rule_dump(s, &sb, test_dump, NULL);
+	rule_dump(i, &sb, rule_value_dump, NULL);
+	rule_dump(s, &sb, rule_value_dump, NULL);
 	assert_string_equal(strbuf_str(&sb),
 			    "[{ if = \"priority\", eq = 10, then = \"yes\" }, { else = \"no\" }]"
 			    "[{ if = \"priority\", eq = \"010\", then = \"yes\" }, { else = \"no\" }]");
@@ -805,7 +733,7 @@ static void test_list_valued(void **state)
 
 	/* Dumped as written: no then, no else. */
 	strbuf_init(&sb);
-	rule_dump(r, &sb, test_dump, NULL);
+	rule_dump(r, &sb, rule_value_dump, NULL);
 	assert_string_equal(strbuf_str(&sb),
 			    "[{ if = \"sender\", eq = \"a\", then = [\"x\", \"y\"] }, "
 			    "{ if = \"sender\", eq = \"b\" }]");
@@ -816,7 +744,7 @@ static void test_list_valued(void **state)
 		       ALL_VARS, true, RULE_LIST_VALUED);
 	assert_non_null(r);
 	strbuf_init(&sb);
-	rule_dump(r, &sb, test_dump, NULL);
+	rule_dump(r, &sb, rule_value_dump, NULL);
 	assert_string_equal(strbuf_str(&sb),
 			    "[{ if = \"sender\", eq = \"a\", then = \"x\" }, { else = [] }]");
 	strbuf_free(&sb);
@@ -831,12 +759,12 @@ static void dump_roundtrip(struct fx *fx, const char *value, const char *want)
 	struct rule *r = compile_ok(fx, value);
 
 	strbuf_init(&first);
-	rule_dump(r, &first, test_dump, NULL);
+	rule_dump(r, &first, rule_value_dump, NULL);
 	assert_string_equal(strbuf_str(&first), want);
 	/* The dump is TOML that compiles back to the same rule. */
 	r = compile_ok(fx, strbuf_str(&first));
 	strbuf_init(&second);
-	rule_dump(r, &second, test_dump, NULL);
+	rule_dump(r, &second, rule_value_dump, NULL);
 	assert_string_equal(strbuf_str(&second), strbuf_str(&first));
 	strbuf_free(&first);
 	strbuf_free(&second);
@@ -1075,7 +1003,7 @@ static void test_regex_limits(void **state)
 	assert_string_equal(eval_str(r, &ctx), "no");
 	struct strbuf sb;
 	strbuf_init(&sb);
-	rule_dump(r, &sb, test_dump, NULL);
+	rule_dump(r, &sb, rule_value_dump, NULL);
 	assert_string_equal(strbuf_str(&sb), "[{ if = \"mx\", matches = \"^a+?b.*?$\", "
 			    "then = \"yes\" }, { else = \"no\" }]");
 	strbuf_free(&sb);
