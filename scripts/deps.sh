@@ -5,9 +5,9 @@
 # Only missing packages are installed; an up-to-date machine does nothing.
 set -euo pipefail
 
-build_pkgs=(gcc make libc6-dev libevent-dev)
+build_pkgs=(gcc make libc6-dev libevent-dev libunbound-dev)
 test_pkgs=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-aiosmtpd
-	   postfix dovecot-lmtpd dovecot-core)
+	   postfix dovecot-lmtpd dovecot-core nsd nftables dnsutils iproute2)
 
 want=("${build_pkgs[@]}")
 if [ "${1:-build}" = test ]; then

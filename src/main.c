@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "config/settings.h"
+#include "route/explain.h"
 #include "server/server.h"
 #include "submit/send.h"
 #include "util/strbuf.h"
@@ -34,6 +35,12 @@ static const char usage_text[] =
 	"                     queue the message on standard input through the running\n"
 	"                     server; prints its queue id. SENDER defaults to\n"
 	"                     USER@server.hostname.\n"
+	"  route [-c FILE] [-f SENDER] RCPT...\n"
+	"                     print what delivery would do for each recipient, without\n"
+	"                     sending: next hop, MX hosts in order, their addresses in\n"
+	"                     the order tried, source addresses, EHLO name, TLS policy.\n"
+	"                     Asks the configured resolver. SENDER defaults to <>.\n"
+	"                     Exit 0 when every recipient has an address to try, else 1.\n"
 	"  config check [-c FILE] [--strict]\n"
 	"                     validate the configuration; every problem is printed as\n"
 	"                     FILE:LINE:COL: key: message. Exit 0 when valid, else 1.\n"
@@ -199,6 +206,24 @@ static int cmd_send(int argc, char **argv)
 	return send_main(o.path, o.sender, argc - optind, argv + optind);
 }
 
+static int cmd_route(int argc, char **argv)
+{
+	struct config_opts o;
+	struct config *cfg;
+	int rc = parse_opts(argc, argv, OPT_FROM | OPT_ARGS, &o);
+
+	if (rc >= 0)
+		return rc;
+	if (optind >= argc)
+		return usage_error("%s needs at least one recipient", "route");
+	cfg = load_reporting(&o);
+	if (cfg == NULL)
+		return 1;
+	rc = route_explain(cfg, o.sender != NULL ? o.sender : "", argc - optind, argv + optind, stdout);
+	config_free(cfg);
+	return rc;
+}
+
 static const struct {
 	const char *name;
 	int (*run)(int argc, char **argv);
@@ -239,5 +264,7 @@ int main(int argc, char **argv)
 		return cmd_serve(argc - 1, argv + 1);
 	if (strcmp(argv[1], "send") == 0)
 		return cmd_send(argc - 1, argv + 1);
+	if (strcmp(argv[1], "route") == 0)
+		return cmd_route(argc - 1, argv + 1);
 	return usage_error("unknown command '%s'", argv[1]);
 }

@@ -58,6 +58,7 @@ extern const char *const cfg_words_ip_strategy[];
 extern const char *const cfg_words_resolver_type[];
 extern const char *const cfg_words_auth_mechanism[];
 enum cfg_ip_strategy { CFG_IPV4_ONLY, CFG_IPV6_ONLY, CFG_IPV4_THEN_IPV6, CFG_IPV6_THEN_IPV4 };
+enum cfg_resolver_type { CFG_RESOLVER_TYPE_SYSTEM, CFG_RESOLVER_TYPE_CUSTOM };
 enum cfg_protocol { CFG_PROTO_SMTP, CFG_PROTO_LMTP, CFG_PROTO_HTTP };
 
 /* One [remote."id"], [server.listener."id"] or [certificate."id"]. */

@@ -1,25 +1,34 @@
 /*
- * connector.c - pools of outbound connections per remote host.
+ * connector.c - pools of outbound connections per next hop.
  *
- * Invariants, per pool (one [remote."<id>"]):
- *   - at most `concurrency` connections exist (connecting, busy or idle);
+ * A pool is one destination: a relay ([remote."<id>"]) or, for delivery
+ * by MX, one recipient domain. Pools live in a hash table and are freed
+ * when they have neither connections nor waiting deliveries, so a queue
+ * that reaches many domains keeps only the ones it is working on.
+ *
+ * Invariants, per pool:
+ *   - at most `limit` connections exist (planning, connecting, busy or
+ *     idle): remote.<id>.concurrency for a relay, MX_DOMAIN_CONCURRENCY for
+ *     a domain;
  *   - a delivery is in exactly one place: the pool's FIFO wait list, or
  *     bound to one connection as its current transaction;
  *   - a connection that becomes ready or finishes a transaction takes the
  *     next waiting delivery (reuse); with none it stays idle for
  *     IDLE_KEEP_MS, then QUITs;
  *   - new connections are opened only while more deliveries wait than
- *     connections are being set up, so a burst opens `concurrency`
- *     connections and a trickle reuses one.
- * A failure before the transaction (connect, greeting, EHLO, AUTH) moves
- * that connection to the host's next address; when no address is left and
- * no connection of the pool is up, the waiting deliveries are deferred
- * with that failure at once (no reconnect loop against a dead host). Failures before a transaction are always
- * temporary for a relay: tern never bounces mail because its own relay
- * refused to talk to it.
+ *     connections are being set up, so a burst opens `limit` connections
+ *     and a trickle reuses one.
  *
- * Relay host names are resolved with libevent's evdns (hosts file, then
- * the system's name servers), cached for ADDR_CACHE_MS.
+ * Every new connection first gets a plan (route/plan.h): the hosts and
+ * addresses to try, in order. It walks the plan: a failed connect moves to
+ * the host's next address, any other failure before the transaction
+ * (greeting, EHLO, AUTH) to the next host (SPEC §3.3, §3.4). Each attempt
+ * draws its own source address. When the plan runs out and no connection
+ * of the pool is up, the waiting deliveries fail at once with what went
+ * wrong (no reconnect loop against a dead destination): permanently only
+ * when every host failed permanently (SPEC §3.5), and never permanently
+ * for a relay: tern does not bounce mail because its own relay refused
+ * to talk to it.
  */
 #include "outbound/connector.h"
 
@@ -30,64 +39,162 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/dns.h>
 #include <event2/event.h>
-#include <event2/util.h>
 
 #include "config/settings.h"
+#include "dns/resolver.h"
 #include "outbound/client.h"
 #include "route/nexthop.h"
+#include "route/plan.h"
 #include "server/server.h"
 #include "spool/spool.h"
-#include "util/clock.h"
 #include "util/log.h"
+#include "util/text.h"
 
 #define IDLE_KEEP_MS 2000
-#define ADDR_CACHE_MS 60000
-#define MAX_ADDRS 16
+/* Most connections to one recipient domain's MX hosts at once (Postfix's
+ * default_destination_concurrency_limit is the same). */
+#define MX_DOMAIN_CONCURRENCY 20
+#define POOL_BUCKETS_MIN 64
 
 struct pool;
 
 struct conn {
 	struct pool *pool;
+	struct route_planner *planning;
+	struct route_plan *plan;
+	size_t host_i, addr_i;       /* where in the plan */
+	/* failures met while walking the plan */
+	bool any_temp, any_perm;
+	struct delivery_status temp, perm;
+	char last_relay[160];        /* the last host[address]:port tried */
 	struct client *client;
-	struct delivery *busy;   /* current transaction, or NULL */
+	struct ipaddr remote_ip, local_ip;
+	struct delivery *busy;       /* current transaction, or NULL */
 	struct client_txn txn;
 	struct event *idle_timer;
-	size_t addr_index;       /* which of the pool's addresses */
 	bool ready;
 	struct conn *next;
 };
 
 struct pool {
 	struct connector *cn;
-	const struct cfg_section *remote;
-	struct sockaddr_storage addrs[MAX_ADDRS];
-	socklen_t addr_lens[MAX_ADDRS];
-	size_t n_addrs;
-	int64_t resolved_at;
-	struct evdns_getaddrinfo_request *resolving;
+	const struct cfg_section *remote; /* the relay, or NULL: delivery by MX */
+	char *domain;                     /* MX: the recipient domain */
+	uint64_t hash;
+	size_t limit;
 	struct delivery *wait_head, *wait_tail;
 	size_t n_waiting;
 	struct conn *conns;
 	size_t n_conns, n_connecting;
-	struct pool *next;
+	struct pool *next;                /* hash chain */
 };
 
 struct connector {
 	struct server *srv;
-	struct evdns_base *dns;
-	struct pool *pools;
+	struct pool **buckets;
+	size_t n_buckets, n_pools;
 	size_t busy;
 	bool stopping;
 };
 
-static const char *remote_id(const struct pool *p)
+static const char *pool_name(const struct pool *p)
 {
-	return p->remote->id;
+	return p->remote != NULL ? p->remote->id : p->domain;
+}
+
+static const char *pool_kind(const struct pool *p)
+{
+	return p->remote != NULL ? "remote" : "domain";
 }
 
 static void pump(struct pool *p);
+static void conn_try(struct conn *c);
+
+/* ---- the pool table ---- */
+
+static uint64_t pool_hash(const struct cfg_section *remote, const char *domain)
+{
+	return remote != NULL ? text_hash(remote->id, strlen(remote->id)) ^ 0x5bd1e995u
+			      : text_hash(domain, strlen(domain));
+}
+
+static bool pool_is(const struct pool *p, const struct cfg_section *remote, const char *domain)
+{
+	return remote != NULL ? p->remote == remote
+			      : p->remote == NULL && strcmp(p->domain, domain) == 0;
+}
+
+static void table_grow(struct connector *cn)
+{
+	size_t n = cn->n_buckets ? cn->n_buckets * 2 : POOL_BUCKETS_MIN;
+	struct pool **b = calloc(n, sizeof(*b));
+
+	if (b == NULL)
+		return; /* longer chains, still correct */
+	for (size_t i = 0; i < cn->n_buckets; i++) {
+		while (cn->buckets[i] != NULL) {
+			struct pool *p = cn->buckets[i];
+
+			cn->buckets[i] = p->next;
+			p->next = b[p->hash & (n - 1)];
+			b[p->hash & (n - 1)] = p;
+		}
+	}
+	free(cn->buckets);
+	cn->buckets = b;
+	cn->n_buckets = n;
+}
+
+static struct pool *pool_get(struct connector *cn, const struct cfg_section *remote,
+			     const char *domain)
+{
+	uint64_t h = pool_hash(remote, domain);
+	struct pool *p;
+
+	if (cn->n_buckets == 0 || cn->n_pools >= 2 * cn->n_buckets)
+		table_grow(cn);
+	if (cn->n_buckets == 0)
+		return NULL;
+	for (p = cn->buckets[h & (cn->n_buckets - 1)]; p != NULL; p = p->next)
+		if (p->hash == h && pool_is(p, remote, domain))
+			return p;
+	p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return NULL;
+	if (remote == NULL && (p->domain = strdup(domain)) == NULL) {
+		free(p);
+		return NULL;
+	}
+	p->cn = cn;
+	p->remote = remote;
+	p->hash = h;
+	p->limit = remote != NULL ? (size_t)cfg_section_get(remote, CFG_REMOTE_CONCURRENCY)->num
+				  : MX_DOMAIN_CONCURRENCY;
+	p->next = cn->buckets[h & (cn->n_buckets - 1)];
+	cn->buckets[h & (cn->n_buckets - 1)] = p;
+	cn->n_pools++;
+	return p;
+}
+
+/* Free the pool when nothing uses it. Callers do nothing with p after. */
+static void pool_release_if_unused(struct pool *p)
+{
+	struct connector *cn = p->cn;
+
+	if (p->conns != NULL || p->n_waiting > 0 || cn->stopping)
+		return;
+	for (struct pool **pp = &cn->buckets[p->hash & (cn->n_buckets - 1)]; *pp != NULL;
+	     pp = &(*pp)->next) {
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+	}
+	cn->n_pools--;
+	free(p->domain);
+	free(p);
+}
 
 /* ---- finishing deliveries ---- */
 
@@ -118,14 +225,28 @@ static struct delivery *wait_pop(struct pool *p)
 	return d;
 }
 
-static void fail_waiting(struct pool *p, const struct delivery_status *why)
+static void fail_waiting(struct pool *p, const struct delivery_status *why, const char *relay)
 {
 	struct delivery *d;
 
 	while ((d = wait_pop(p)) != NULL) {
-		if (d->relay[0] == '\0')
-			snprintf(d->relay, sizeof(d->relay), "%s", remote_id(p));
+		snprintf(d->relay, sizeof(d->relay), "%s", relay);
 		fail_delivery(p->cn, d, why);
+	}
+}
+
+/* The rule variables of set R for the delivery at the head of the line:
+ * connection-level settings follow the delivery that opens the
+ * connection. */
+static void head_ctx(const struct pool *p, struct rule_ctx *ctx)
+{
+	const struct delivery *d = p->wait_head;
+
+	memset(ctx, 0, sizeof(*ctx));
+	if (d != NULL) {
+		const struct rcpt *r = &d->msg->rcpts[d->rcpt_index[0]];
+
+		route_rule_ctx(ctx, d->msg, r->domain, r->domain_len);
 	}
 }
 
@@ -146,6 +267,8 @@ static void conn_free(struct conn *c, bool polite)
 		p->n_connecting--;
 	if (c->idle_timer != NULL)
 		event_free(c->idle_timer);
+	route_plan_cancel(c->planning);
+	route_plan_free(c->plan);
 	if (c->client != NULL) {
 		if (polite)
 			client_quit(c->client);
@@ -155,14 +278,28 @@ static void conn_free(struct conn *c, bool polite)
 	free(c);
 }
 
-static void relay_text(struct conn *c, struct delivery *d)
+static const struct route_host *conn_host(const struct conn *c)
 {
-	const struct sockaddr_storage *sa = &c->pool->addrs[c->addr_index];
-	int port = sa->ss_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)sa)->sin6_port)
-					     : ntohs(((const struct sockaddr_in *)sa)->sin_port);
+	return &c->plan->hosts[c->host_i];
+}
 
-	snprintf(d->relay, sizeof(d->relay), "%s[%s]:%d", remote_id(c->pool),
-		 client_peer_text(c->client), port);
+/* "mx1.example.org[192.0.2.1]:25", or the relay's id for a relay. */
+static void conn_relay_text(const struct conn *c, char *out, size_t outlen)
+{
+	const struct pool *p = c->pool;
+	char ip[IPADDR_STRLEN];
+
+	snprintf(out, outlen, "%.100s[%s]:%d", p->remote != NULL ? p->remote->id : conn_host(c)->name,
+		 ipaddr_format(&c->remote_ip, ip, sizeof(ip)), c->plan->port);
+}
+
+/* Tell the delivery where it went, for the log line and the retry rule. */
+static void stamp_delivery(const struct conn *c, struct delivery *d)
+{
+	snprintf(d->relay, sizeof(d->relay), "%s", c->last_relay);
+	snprintf(d->mx, sizeof(d->mx), "%s", conn_host(c)->name);
+	d->remote_ip = c->remote_ip;
+	d->local_ip = c->local_ip;
 }
 
 /* The next waiting delivery whose body is at hand, or NULL. Deliveries
@@ -179,7 +316,7 @@ static struct delivery *take_ready_delivery(struct pool *p)
 			return d;
 		ds_set_local(&why, DS_TEMP, STAGE_DATA, "4.3.0",
 			     "cannot read the message from the spool: %s", strerror(errno));
-		snprintf(d->relay, sizeof(d->relay), "%s", remote_id(p));
+		snprintf(d->relay, sizeof(d->relay), "%s", pool_name(p));
 		fail_delivery(p->cn, d, &why);
 	}
 	return NULL;
@@ -217,17 +354,20 @@ static void conn_take_next(struct conn *c)
 static void idle_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
+	struct pool *p = c->pool;
 
 	(void)fd;
 	(void)what;
 	conn_free(c, true);
+	pool_release_if_unused(p);
 }
 
 static int64_t stage_timeout(const struct connector *cn, const struct pool *p, enum cfg_key key,
 			     const struct rule_ctx *ctx)
 {
 	int64_t ms = config_eval(cn->srv->cfg, key, ctx)->num;
-	const struct cfg_value *cap = cfg_section_get(p->remote, CFG_REMOTE_TIMEOUT);
+	const struct cfg_value *cap = p->remote != NULL ? cfg_section_get(p->remote, CFG_REMOTE_TIMEOUT)
+							: NULL;
 
 	if (cap != NULL && !cap->none && cap->num < ms)
 		ms = cap->num;
@@ -240,18 +380,40 @@ static void client_txn_cb(void *arg, struct client *cl, struct client_txn *txn);
 
 static const struct client_callbacks conn_callbacks = { client_event_cb, client_txn_cb };
 
-/* Connect c to the pool's address c->addr_index. */
+static void sockaddr_from(const struct ipaddr *ip, int port, struct sockaddr_storage *ss,
+			  socklen_t *len)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (ip->family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		memcpy(&sin->sin_addr, ip->bytes, 4);
+		*len = sizeof(*sin);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		memcpy(&sin6->sin6_addr, ip->bytes, 16);
+		*len = sizeof(*sin6);
+	}
+}
+
+/* Connect c to the plan's current host and address. Rules are evaluated
+ * with the connection's real mx, remote-ip and local-ip (sets M and H). */
 static bool conn_connect(struct conn *c)
 {
 	struct pool *p = c->pool;
 	struct connector *cn = p->cn;
-	const struct cfg_value *user = cfg_section_get(p->remote, CFG_REMOTE_AUTH_USERNAME);
-	const struct cfg_value *secret = cfg_section_get(p->remote, CFG_REMOTE_AUTH_SECRET);
-	const struct cfg_value *helo, *addr;
+	const struct route_host *h = conn_host(c);
+	const struct ipaddr *addr = &h->addrs[c->addr_i];
+	const struct cfg_value *helo;
+	struct route_conn_vars vars;
 	struct client_target t;
 	struct rule_ctx ctx;
-	const struct delivery *first = p->wait_head;
-	static const enum cfg_key stage_keys[STAGE_COUNT] = {
+	static const enum cfg_key stage_keys[STAGE_DNS] = {
 		[STAGE_CONNECT] = CFG_QUEUE_OUTBOUND_TIMEOUT_CONNECT,
 		[STAGE_GREETING] = CFG_QUEUE_OUTBOUND_TIMEOUT_GREETING,
 		[STAGE_TLS] = CFG_QUEUE_OUTBOUND_TIMEOUT_TLS,
@@ -261,30 +423,32 @@ static bool conn_connect(struct conn *c)
 		[STAGE_DATA] = CFG_QUEUE_OUTBOUND_TIMEOUT_DATA,
 	};
 
-	/* Rules are evaluated for the first waiting delivery's sender and
-	 * domain; the relay's address stands in for the mx variable. */
-	memset(&ctx, 0, sizeof(ctx));
-	if (first != NULL) {
-		const struct rcpt *r = &first->msg->rcpts[first->rcpt_index[0]];
-		route_rule_ctx(&ctx, first->msg, r->domain, r->domain_len);
-	}
-	addr = cfg_section_get(p->remote, CFG_REMOTE_ADDRESS);
-	ctx.var[RULE_VAR_MX].ptr = addr->str;
-	ctx.var[RULE_VAR_MX].len = addr->len;
-
+	head_ctx(p, &ctx);
+	route_conn_ctx(&ctx, h->name, addr, NULL, &vars);
 	memset(&t, 0, sizeof(t));
-	t.host = remote_id(p);
-	memcpy(&t.addr, &p->addrs[c->addr_index], p->addr_lens[c->addr_index]);
-	t.addr_len = p->addr_lens[c->addr_index];
-	t.lmtp = cfg_section_get(p->remote, CFG_REMOTE_PROTOCOL)->num == CFG_PROTO_LMTP;
+	route_pick_source(cn->srv->cfg, &ctx, addr->family, &t.source);
+	route_conn_ctx(&ctx, NULL, NULL, &t.source, &vars);
+	c->remote_ip = *addr;
+	c->local_ip = t.source;
+
+	t.host = p->remote != NULL ? p->remote->id : h->name;
+	sockaddr_from(addr, c->plan->port, &t.addr, &t.addr_len);
+	t.lmtp = p->remote != NULL &&
+		 cfg_section_get(p->remote, CFG_REMOTE_PROTOCOL)->num == CFG_PROTO_LMTP;
 	helo = config_eval(cn->srv->cfg, CFG_QUEUE_OUTBOUND_HOSTNAME, &ctx);
 	t.helo_name = helo != NULL && !helo->none && helo->len > 0 ? helo->str : cn->srv->hostname;
-	for (int s = 0; s < STAGE_COUNT; s++)
+	for (int s = 0; s < STAGE_DNS; s++)
 		t.timeout_ms[s] = stage_timeout(cn, p, stage_keys[s], &ctx);
-	if (user != NULL && !user->none && secret != NULL && !secret->none) {
-		t.auth_user = user->str;
-		t.auth_secret = secret->str;
+	if (p->remote != NULL) {
+		const struct cfg_value *user = cfg_section_get(p->remote, CFG_REMOTE_AUTH_USERNAME);
+		const struct cfg_value *secret = cfg_section_get(p->remote, CFG_REMOTE_AUTH_SECRET);
+
+		if (user != NULL && !user->none && secret != NULL && !secret->none) {
+			t.auth_user = user->str;
+			t.auth_secret = secret->str;
+		}
 	}
+	conn_relay_text(c, c->last_relay, sizeof(c->last_relay));
 	c->client = client_connect(cn->srv->base, &t, &conn_callbacks, c);
 	return c->client != NULL;
 }
@@ -297,12 +461,103 @@ static bool pool_has_ready(const struct pool *p)
 	return false;
 }
 
+static void note_failure(struct conn *c, const struct delivery_status *why)
+{
+	if (why->cls == DS_PERM) {
+		c->any_perm = true;
+		c->perm = *why;
+	} else {
+		c->any_temp = true;
+		c->temp = *why;
+	}
+}
+
+/* The plan ran out without a session: report, then let the pool decide. */
+static void conn_give_up(struct conn *c, const struct delivery_status *plan_fail)
+{
+	struct pool *p = c->pool;
+	struct delivery_status status;
+	char relay[160];
+
+	if (plan_fail != NULL)
+		status = *plan_fail;
+	else if (c->any_temp || !c->any_perm)
+		status = c->temp;
+	else
+		status = c->perm;
+	if (!c->any_temp && !c->any_perm && plan_fail == NULL)
+		ds_set_local(&status, DS_TEMP, STAGE_CONNECT, "4.4.1", "no host to connect to");
+	/* tern never bounces mail because its own relay would not talk to it. */
+	if (p->remote != NULL && status.cls == DS_PERM)
+		status.cls = DS_TEMP;
+	snprintf(relay, sizeof(relay), "%s", c->last_relay[0] != '\0' ? c->last_relay
+				   : p->remote != NULL ? p->remote->id : "none");
+	if (plan_fail != NULL)
+		log_warn("%s %s: %s", pool_kind(p), pool_name(p), plan_fail->text);
+	conn_free(c, false);
+	/* Unless a connection to the destination is up, fail what waits now.
+	 * Opening a replacement here would retry a dead destination in a
+	 * tight loop; the queue's retry schedule paces the next try. */
+	if (pool_has_ready(p))
+		pump(p);
+	else
+		fail_waiting(p, &status, relay);
+	pool_release_if_unused(p);
+}
+
+/* Walk the plan from the current host and address to the next one that
+ * can be tried; give up at its end. */
+static void conn_try(struct conn *c)
+{
+	const struct route_plan *plan = c->plan;
+
+	if (c->pool->n_waiting == 0 || c->pool->cn->stopping) {
+		/* Others took the work meanwhile: nothing to connect for. */
+		struct pool *p = c->pool;
+
+		conn_free(c, false);
+		pool_release_if_unused(p);
+		return;
+	}
+	while (c->host_i < plan->n_hosts) {
+		const struct route_host *h = &plan->hosts[c->host_i];
+
+		if (h->n_addrs == 0) {
+			log_warn("%s %s: %s", pool_kind(c->pool), pool_name(c->pool), h->none.text);
+			note_failure(c, &h->none);
+		} else if (c->addr_i < h->n_addrs) {
+			if (conn_connect(c))
+				return;
+			log_error("%s %s: cannot start a connection: out of memory", pool_kind(c->pool),
+				  pool_name(c->pool));
+			ds_set_local(&c->temp, DS_TEMP, STAGE_CONNECT, "4.3.0", "out of memory");
+			c->any_temp = true;
+			c->addr_i++;
+			continue;
+		}
+		c->host_i++;
+		c->addr_i = 0;
+	}
+	conn_give_up(c, NULL);
+}
+
+static void plan_cb(void *arg, struct route_plan *plan)
+{
+	struct conn *c = arg;
+
+	c->planning = NULL;
+	c->plan = plan;
+	if (plan->failed)
+		conn_give_up(c, &plan->fail);
+	else
+		conn_try(c);
+}
+
 static void client_event_cb(void *arg, struct client *cl, enum client_event ev,
 			    const struct delivery_status *why)
 {
 	struct conn *c = arg;
 	struct pool *p = c->pool;
-	struct delivery_status status;
 
 	(void)cl;
 	switch (ev) {
@@ -312,31 +567,33 @@ static void client_event_cb(void *arg, struct client *cl, enum client_event ev,
 		conn_take_next(c);
 		return;
 	case CLIENT_FAILED:
-		status = *why;
-		if (status.cls == DS_PERM)
-			status.cls = DS_TEMP;
-		log_warn("remote %s: %s failed: %s", remote_id(p), ds_stage_name(why->stage), why->text);
+		/* A local failure (a source address that cannot be bound, no
+		 * sockets left) is the operator's to fix: an error, not a warning. */
+		if (!why->remote && strncmp(why->enhanced, "4.3.", 4) == 0)
+			log_error("%s %s: %s failed: %s", pool_kind(p), pool_name(p),
+				  ds_stage_name(why->stage), why->text);
+		else
+			log_warn("%s %s: %s failed: %s", pool_kind(p), pool_name(p),
+				 ds_stage_name(why->stage), why->text);
 		client_free(c->client);
 		c->client = NULL;
-		if (c->addr_index + 1 < p->n_addrs && !p->cn->stopping) {
-			c->addr_index++;
-			if (conn_connect(c))
-				return;
+		note_failure(c, why);
+		/* A refused or timed-out connect moves to the host's next
+		 * address; a host that answered and failed, to the next host. */
+		if (why->stage == STAGE_CONNECT) {
+			c->addr_i++;
+		} else {
+			c->host_i++;
+			c->addr_i = 0;
 		}
-		conn_free(c, false);
-		/* The host is failing: unless a connection to it is up, defer what
-		 * waits now. Opening a replacement here would retry a dead host in
-		 * a tight loop; the queue's retry schedule paces the next try. */
-		if (pool_has_ready(p))
-			pump(p);
-		else
-			fail_waiting(p, &status);
+		conn_try(c);
 		return;
 	case CLIENT_CLOSED:
 		c->client = NULL;
 		client_free(cl);
 		conn_free(c, false);
 		pump(p);
+		pool_release_if_unused(p);
 		return;
 	}
 }
@@ -348,179 +605,83 @@ static void client_txn_cb(void *arg, struct client *cl, struct client_txn *txn)
 
 	(void)cl;
 	c->busy = NULL;
-	relay_text(c, d);
+	stamp_delivery(c, d);
 	delivery_finish(c->pool->cn, d);
 	if (client_is_idle(c->client) && !c->pool->cn->stopping)
 		conn_take_next(c);
 }
 
-/* ---- addresses ---- */
-
-static int family_rank(int family, int64_t strategy)
+/* A new connection for p: it plans first, then connects. */
+static bool conn_open(struct pool *p)
 {
-	switch (strategy) {
-	case CFG_IPV4_ONLY: return family == AF_INET ? 0 : -1;
-	case CFG_IPV6_ONLY: return family == AF_INET6 ? 0 : -1;
-	case CFG_IPV6_THEN_IPV4: return family == AF_INET6 ? 0 : 1;
-	default: return family == AF_INET ? 0 : 1;
-	}
-}
-
-/* Keep the addresses in resolver order within each family, preferred
- * family first, per queue.outbound.ip-strategy. */
-static void add_addrs(struct pool *p, const struct evutil_addrinfo *ai, int port)
-{
+	struct connector *cn = p->cn;
+	struct conn *c = calloc(1, sizeof(*c));
 	struct rule_ctx ctx;
-	int64_t strategy;
 
-	memset(&ctx, 0, sizeof(ctx));
-	if (p->wait_head != NULL) {
-		const struct delivery *d = p->wait_head;
-		const struct rcpt *r = &d->msg->rcpts[d->rcpt_index[0]];
-		route_rule_ctx(&ctx, d->msg, r->domain, r->domain_len);
-	}
-	strategy = config_eval(p->cn->srv->cfg, CFG_QUEUE_OUTBOUND_IP_STRATEGY, &ctx)->num;
-	p->n_addrs = 0;
-	for (int rank = 0; rank < 2; rank++) {
-		for (const struct evutil_addrinfo *a = ai; a != NULL && p->n_addrs < MAX_ADDRS; a = a->ai_next) {
-			if (family_rank(a->ai_family, strategy) != rank || a->ai_addrlen > sizeof(p->addrs[0]))
-				continue;
-			memcpy(&p->addrs[p->n_addrs], a->ai_addr, a->ai_addrlen);
-			p->addr_lens[p->n_addrs] = (socklen_t)a->ai_addrlen;
-			if (a->ai_family == AF_INET)
-				((struct sockaddr_in *)&p->addrs[p->n_addrs])->sin_port = htons((uint16_t)port);
-			else
-				((struct sockaddr_in6 *)&p->addrs[p->n_addrs])->sin6_port = htons((uint16_t)port);
-			p->n_addrs++;
-		}
-	}
-	p->resolved_at = clock_wall_ms();
-}
-
-static void resolved_cb(int result, struct evutil_addrinfo *res, void *arg)
-{
-	struct pool *p = arg;
-	struct delivery_status why;
-	const struct cfg_value *addr = cfg_section_get(p->remote, CFG_REMOTE_ADDRESS);
-
-	p->resolving = NULL;
-	if (result == EVUTIL_EAI_CANCEL)
-		return;
-	if (result == 0)
-		add_addrs(p, res, (int)cfg_section_get(p->remote, CFG_REMOTE_PORT)->num);
-	if (res != NULL)
-		evutil_freeaddrinfo(res);
-	if (p->n_addrs == 0) {
-		ds_set_local(&why, DS_TEMP, STAGE_CONNECT, "4.4.3", "cannot resolve %s: %s",
-			     addr->str, result == 0 ? "no usable address for the ip-strategy"
-						    : evutil_gai_strerror(result));
-		log_warn("remote %s: %s", remote_id(p), why.text);
-		fail_waiting(p, &why);
-		return;
-	}
-	pump(p);
-}
-
-/* Start resolving when the cache is empty or stale; true when addresses
- * are ready now. */
-static bool pool_addresses(struct pool *p)
-{
-	const struct cfg_value *addr = cfg_section_get(p->remote, CFG_REMOTE_ADDRESS);
-	struct evutil_addrinfo hints;
-
-	if (p->n_addrs > 0 && clock_wall_ms() - p->resolved_at < ADDR_CACHE_MS)
-		return true;
-	if (p->resolving != NULL)
+	if (c == NULL)
 		return false;
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_protocol = IPPROTO_TCP;
-	/* Literal addresses resolve at once, inside this call. */
-	hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
-	p->resolving = evdns_getaddrinfo(p->cn->dns, addr->str, NULL, &hints, resolved_cb, p);
-	return p->n_addrs > 0 && p->resolving == NULL;
+	c->pool = p;
+	c->idle_timer = evtimer_new(cn->srv->base, idle_timeout_cb, c);
+	c->next = p->conns;
+	p->conns = c;
+	p->n_conns++;
+	p->n_connecting++;
+	head_ctx(p, &ctx);
+	if (c->idle_timer != NULL)
+		c->planning = route_plan_start(cn->srv->resolver, cn->srv->base, cn->srv->cfg,
+					       p->remote, p->remote != NULL ? "" : p->domain, &ctx,
+					       plan_cb, c);
+	if (c->planning == NULL) {
+		conn_free(c, false);
+		return false;
+	}
+	return true;
 }
 
 /* ---- pools ---- */
 
 static void pump(struct pool *p)
 {
-	struct connector *cn = p->cn;
-	size_t limit = (size_t)cfg_section_get(p->remote, CFG_REMOTE_CONCURRENCY)->num;
-
-	if (cn->stopping)
+	if (p->cn->stopping)
 		return;
 	for (struct conn *c = p->conns; c != NULL && p->n_waiting > 0; c = c->next)
 		if (c->ready && c->busy == NULL && client_is_idle(c->client))
 			conn_take_next(c);
-	while (p->n_waiting > p->n_connecting && p->n_conns < limit) {
-		struct conn *c;
-
-		if (!pool_addresses(p))
-			return;
-		/* A literal address resolves inside that call, and its callback
-		 * pumps too: look again before opening one more. */
-		if (p->n_waiting <= p->n_connecting || p->n_conns >= limit)
-			break;
-		c = calloc(1, sizeof(*c));
-		if (c == NULL)
-			return;
-		c->pool = p;
-		c->idle_timer = evtimer_new(cn->srv->base, idle_timeout_cb, c);
-		c->next = p->conns;
-		p->conns = c;
-		p->n_conns++;
-		p->n_connecting++;
-		if (c->idle_timer == NULL || !conn_connect(c)) {
+	while (p->n_waiting > p->n_connecting && p->n_conns < p->limit) {
+		if (!conn_open(p)) {
 			struct delivery_status why;
 
-			conn_free(c, false);
 			ds_set_local(&why, DS_TEMP, STAGE_CONNECT, "4.3.0",
-				     "cannot start a connection to %s: out of resources", remote_id(p));
+				     "cannot start a connection to %s: out of resources", pool_name(p));
+			log_error("%s %s: %s", pool_kind(p), pool_name(p), why.text);
 			if (p->n_conns == 0)
-				fail_waiting(p, &why);
+				fail_waiting(p, &why, pool_name(p));
 			return;
 		}
 	}
 }
 
-static struct pool *pool_get(struct connector *cn, const struct cfg_section *remote)
-{
-	struct pool *p;
-
-	for (p = cn->pools; p != NULL; p = p->next)
-		if (p->remote == remote)
-			return p;
-	p = calloc(1, sizeof(*p));
-	if (p == NULL)
-		return NULL;
-	p->cn = cn;
-	p->remote = remote;
-	p->next = cn->pools;
-	cn->pools = p;
-	return p;
-}
-
 void connector_deliver(struct connector *cn, const struct cfg_section *remote, struct delivery *d)
 {
-	struct pool *p = pool_get(cn, remote);
+	const struct rcpt *r = &d->msg->rcpts[d->rcpt_index[0]];
+	struct pool *p = cn->stopping ? NULL : pool_get(cn, remote, r->domain);
 	struct delivery_status why;
 
 	cn->busy++;
 	d->next = NULL;
-	snprintf(d->relay, sizeof(d->relay), "%s", remote->id);
-	if (p == NULL || cn->stopping) {
+	snprintf(d->relay, sizeof(d->relay), "%s", remote != NULL ? remote->id : "none");
+	if (p == NULL) {
 		ds_set_local(&why, DS_TEMP, STAGE_CONNECT, "4.3.0", "%s",
 			     cn->stopping ? "tern is stopping" : "out of memory");
 		fail_delivery(cn, d, &why);
 		return;
 	}
-	if (cfg_section_get(remote, CFG_REMOTE_TLS_IMPLICIT)->num) {
+	if (remote != NULL && cfg_section_get(remote, CFG_REMOTE_TLS_IMPLICIT)->num) {
 		ds_set_local(&why, DS_TEMP, STAGE_TLS, "4.7.5",
 			     "remote %s needs implicit TLS, which this version of tern cannot do yet",
 			     remote->id);
 		fail_delivery(cn, d, &why);
+		pool_release_if_unused(p);
 		return;
 	}
 	if (p->wait_tail != NULL)
@@ -544,15 +705,8 @@ struct connector *connector_new(struct server *srv)
 	if (cn == NULL)
 		return NULL;
 	cn->srv = srv;
-	/* Name servers from resolv.conf and the hosts file; a machine with no
-	 * name server still resolves literals and /etc/hosts names. */
-	cn->dns = evdns_base_new(srv->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-	if (cn->dns == NULL) {
-		cn->dns = evdns_base_new(srv->base, 0);
-		if (cn->dns != NULL)
-			evdns_base_load_hosts(cn->dns, NULL);
-	}
-	if (cn->dns == NULL) {
+	table_grow(cn);
+	if (cn->buckets == NULL) {
 		free(cn);
 		return NULL;
 	}
@@ -566,19 +720,19 @@ void connector_stop(struct connector *cn)
 	cn->stopping = true;
 	/* code 0, local: the queue leaves these recipients as they were. */
 	ds_set_local(&why, DS_TEMP, STAGE_CONNECT, "4.3.2", "tern is stopping");
-	for (struct pool *p = cn->pools; p != NULL; p = p->next) {
-		if (p->resolving != NULL)
-			evdns_getaddrinfo_cancel(p->resolving);
-		fail_waiting(p, &why);
-		while (p->conns != NULL) {
-			struct conn *c = p->conns;
-			struct delivery *d = c->busy;
+	for (size_t b = 0; b < cn->n_buckets; b++) {
+		for (struct pool *p = cn->buckets[b]; p != NULL; p = p->next) {
+			fail_waiting(p, &why, pool_name(p));
+			while (p->conns != NULL) {
+				struct conn *c = p->conns;
+				struct delivery *d = c->busy;
 
-			/* The loop has stopped: no time for a QUIT exchange. */
-			c->busy = NULL;
-			conn_free(c, false);
-			if (d != NULL)
-				fail_delivery(cn, d, &why);
+				/* The loop has stopped: no time for a QUIT exchange. */
+				c->busy = NULL;
+				conn_free(c, false);
+				if (d != NULL)
+					fail_delivery(cn, d, &why);
+			}
 		}
 	}
 }
@@ -588,12 +742,15 @@ void connector_free(struct connector *cn)
 	if (cn == NULL)
 		return;
 	connector_stop(cn);
-	while (cn->pools != NULL) {
-		struct pool *p = cn->pools;
+	for (size_t b = 0; b < cn->n_buckets; b++) {
+		while (cn->buckets[b] != NULL) {
+			struct pool *p = cn->buckets[b];
 
-		cn->pools = p->next;
-		free(p);
+			cn->buckets[b] = p->next;
+			free(p->domain);
+			free(p);
+		}
 	}
-	evdns_base_free(cn->dns, 0);
+	free(cn->buckets);
 	free(cn);
 }

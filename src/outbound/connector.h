@@ -3,11 +3,13 @@
  *
  * The queue hands the connector one delivery at a time: a message, the
  * recipients of it that go to one next hop, and a callback for their
- * results. The connector keeps a pool per remote host ([remote."<id>"]):
- * at most remote.<id>.concurrency connections open, deliveries waiting in
- * FIFO order for a connection, and every connection that finishes a
- * transaction takes the next waiting delivery for its host (connection
- * reuse) or, with none waiting, stays idle for a short while before QUIT.
+ * results. The connector keeps a pool per destination (a relay,
+ * [remote."<id>"], or a recipient domain delivered to by MX): a bounded
+ * number of connections, deliveries waiting in FIFO order for one, and
+ * every connection that finishes a transaction takes the next waiting
+ * delivery for its destination (connection reuse) or, with none waiting,
+ * stays idle for a short while before QUIT. Which hosts and addresses a
+ * connection tries, and from which source address, is route/plan.h's.
  */
 #ifndef TERN_OUTBOUND_CONNECTOR_H
 #define TERN_OUTBOUND_CONNECTOR_H
@@ -16,6 +18,7 @@
 
 #include "outbound/status.h"
 #include "queue/message.h"
+#include "util/ipaddr.h"
 
 struct server;
 struct connector;
@@ -37,14 +40,20 @@ struct delivery {
 	size_t n_rcpts;
 	struct delivery_status *status; /* n_rcpts entries */
 	char relay[160];
+	/* The connection the results came from (unset when none was made):
+	 * for rules that the queue evaluates with sets M and H. */
+	char mx[256];
+	struct ipaddr remote_ip, local_ip;
 	delivery_done_cb done;
 	void *arg;
 	struct delivery *next;          /* connector's wait list */
 };
 
 struct connector *connector_new(struct server *srv);
-/* Deliver d through the remote host sec; d->done is called exactly once
- * (possibly before this returns, on an immediate local failure). */
+/* Deliver d through the relay remote or, when remote is NULL, to the MX
+ * hosts of its recipients' domain (every recipient of d has the same
+ * domain then). d->done is called exactly once (possibly before this
+ * returns, on an immediate local failure). */
 void connector_deliver(struct connector *cn, const struct cfg_section *remote, struct delivery *d);
 /* Deliveries waiting or in flight. */
 size_t connector_busy(const struct connector *cn);

@@ -9,7 +9,7 @@
 static const char *const stage_names[STAGE_COUNT] = {
 	[STAGE_CONNECT] = "connect", [STAGE_GREETING] = "greeting", [STAGE_TLS] = "tls",
 	[STAGE_EHLO] = "ehlo",       [STAGE_MAIL_FROM] = "mail-from", [STAGE_RCPT_TO] = "rcpt-to",
-	[STAGE_DATA] = "data",
+	[STAGE_DATA] = "data",       [STAGE_DNS] = "dns",
 };
 
 void ds_set_local(struct delivery_status *ds, enum ds_class cls, enum client_stage stage,

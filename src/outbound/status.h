@@ -19,6 +19,7 @@ enum client_stage {
 	STAGE_MAIL_FROM,
 	STAGE_RCPT_TO,
 	STAGE_DATA,
+	STAGE_DNS,      /* finding the hosts and addresses; no session yet */
 	STAGE_COUNT
 };
 

@@ -12,9 +12,9 @@
  * has passed since arrival. Every outcome is appended to the spool and
  * logged, one line per recipient per attempt.
  *
- * What it does not do yet: delivery by MX (next-hop "no value") defers
- * with 4.4.3 until the DNS issue lands; failure and delay notices (DSNs)
- * are logged, not sent.
+ * Recipients whose next hop has no value go to their domain's MX hosts:
+ * one group per domain. What it does not do yet: failure and delay
+ * notices (DSNs) are logged, not sent.
  */
 #include "queue/queue.h"
 
@@ -28,6 +28,7 @@
 #include "config/settings.h"
 #include "outbound/connector.h"
 #include "route/nexthop.h"
+#include "route/plan.h"
 #include "server/server.h"
 #include "spool/spool.h"
 #include "util/clock.h"
@@ -216,7 +217,7 @@ static void log_outcome(const struct qmsg *m, const struct rcpt *r, const char *
 }
 
 static void apply_outcome(struct qmsg *m, size_t idx, const struct delivery_status *ds,
-			  const char *relay)
+			  const struct delivery *d)
 {
 	struct queue *q = m->q;
 	const struct config *cfg = q->srv->cfg;
@@ -239,8 +240,11 @@ static void apply_outcome(struct qmsg *m, size_t idx, const struct delivery_stat
 		break;
 	case DS_TEMP: {
 		struct rule_ctx ctx;
+		struct route_conn_vars vars;
 
 		route_rule_ctx(&ctx, m->msg, r->domain, r->domain_len);
+		/* retry may depend on the host tried (set H). */
+		route_conn_ctx(&ctx, d->mx[0] != '\0' ? d->mx : NULL, &d->remote_ip, &d->local_ip, &vars);
 		int64_t expire_at = m->msg->arrival_ms +
 				    config_eval(cfg, CFG_QUEUE_SCHEDULE_EXPIRE, &ctx)->num;
 		if (now >= expire_at) {
@@ -258,7 +262,7 @@ static void apply_outcome(struct qmsg *m, size_t idx, const struct delivery_stat
 		break;
 	}
 	}
-	log_outcome(m, r, relay, ds, word, now);
+	log_outcome(m, r, d->relay, ds, word, now);
 	if (spool_update_rcpt(q->srv->spool, m->msg, idx) != 0)
 		log_error("queue %016" PRIx64 ": cannot record the outcome for <%s> in the spool: "
 			  "it may be attempted again after a restart", m->msg->id, r->addr);
@@ -283,7 +287,7 @@ static void delivery_done(void *arg, struct delivery *d)
 	struct qmsg *m = arg;
 
 	for (size_t i = 0; i < d->n_rcpts; i++)
-		apply_outcome(m, d->rcpt_index[i], &d->status[i], d->relay);
+		apply_outcome(m, d->rcpt_index[i], &d->status[i], d);
 	if (d->body_counted)
 		m->q->body_bytes -= d->body_counted;
 	message_body_unref(d->body);
@@ -313,9 +317,23 @@ static struct delivery *delivery_new(struct qmsg *m, size_t n)
 	return d;
 }
 
+/* Recipients i and j travel together: the same relay, or both by MX to
+ * the same domain. */
+static bool same_group(const struct message *msg, const struct cfg_section *const *hop, size_t i,
+		       size_t j)
+{
+	const struct rcpt *a = &msg->rcpts[i], *b = &msg->rcpts[j];
+
+	if (hop[i] != hop[j])
+		return false;
+	return hop[i] != NULL ||
+	       (a->domain_len == b->domain_len && memcmp(a->domain, b->domain, a->domain_len) == 0);
+}
+
 /*
  * Start an attempt for every recipient of m that is due: one delivery per
- * next hop, carrying all of that hop's due recipients.
+ * next hop (per domain for delivery by MX), carrying all of its due
+ * recipients.
  */
 static void attempt(struct queue *q, struct qmsg *m)
 {
@@ -357,7 +375,7 @@ static void attempt(struct queue *q, struct qmsg *m)
 		if (!due[i])
 			continue;
 		for (size_t j = i; j < n; j++)
-			count += due[j] && hop[j] == hop[i];
+			count += due[j] && same_group(msg, hop, i, j);
 		d = delivery_new(m, count);
 		if (d == NULL) {
 			/* Not an attempt: the recipients not launched wait a minute. */
@@ -368,20 +386,12 @@ static void attempt(struct queue *q, struct qmsg *m)
 			break;
 		}
 		for (size_t j = i; j < n; j++)
-			if (due[j] && hop[j] == hop[i])
+			if (due[j] && same_group(msg, hop, i, j))
 				d->rcpt_index[d->n_rcpts++] = j;
 		for (size_t k = 0; k < d->n_rcpts; k++)
 			due[d->rcpt_index[k]] = false;
 		m->inflight++;
-		if (hop[i] != NULL) {
-			connector_deliver(q->srv->connector, hop[i], d);
-			continue;
-		}
-		snprintf(d->relay, sizeof(d->relay), "none");
-		for (size_t k = 0; k < d->n_rcpts; k++)
-			ds_set_local(&d->status[k], DS_TEMP, STAGE_CONNECT, "4.4.3",
-				     "delivery to MX hosts is not available in this version of tern");
-		delivery_done(m, d);
+		connector_deliver(q->srv->connector, hop[i], d);
 	}
 	free(hop);
 	free(due);

@@ -21,6 +21,7 @@
 #include <event2/thread.h>
 
 #include "config/settings.h"
+#include "dns/resolver.h"
 #include "inbound/inbound.h"
 #include "outbound/connector.h"
 #include "queue/queue.h"
@@ -121,6 +122,11 @@ static int server_start(struct server_run *run, const char *config_path)
 		log_error("spool %s: %s", path->str, err);
 		return -1;
 	}
+	srv->resolver = resolver_new(srv->base, srv->cfg, err, sizeof(err));
+	if (srv->resolver == NULL) {
+		log_error("%s", err);
+		return -1;
+	}
 	srv->queue = queue_new(srv);
 	srv->connector = connector_new(srv);
 	if (srv->queue == NULL || srv->connector == NULL) {
@@ -175,6 +181,7 @@ static void server_teardown(struct server_run *run)
 		queue_free(srv->queue);
 	if (srv->connector != NULL)
 		connector_free(srv->connector);
+	resolver_free(srv->resolver);
 	if (srv->base != NULL)
 		event_base_free(srv->base);
 	config_free((struct config *)srv->cfg);

@@ -16,6 +16,7 @@ struct spool;
 struct queue;
 struct inbound;
 struct connector;
+struct resolver;
 
 struct server {
 	struct event_base *base;
@@ -25,6 +26,7 @@ struct server {
 	struct spool *spool;
 	struct queue *queue;
 	struct inbound *inbound;
+	struct resolver *resolver; /* DNS for every outbound name */
 	struct connector *connector;
 	bool stopping;
 };

@@ -63,9 +63,14 @@ def stop_pid(proc, timeout=10.0, sig=signal.SIGTERM):
 
 
 class TernServer:
-    """`tern serve` on a free port. extra is TOML appended to the base config."""
+    """`tern serve` on a free port. extra is TOML appended to the base config.
 
-    def __init__(self, workdir, extra="", port=None, relay_loopback=True, env=None):
+    resolver names the one name server tern may ask: tests never let tern
+    read /etc/resolv.conf, whose server is not on loopback. The default is
+    a loopback port where nothing answers, for tests that need no DNS."""
+
+    def __init__(self, workdir, extra="", port=None, relay_loopback=True, env=None,
+                 resolver="udp://127.0.0.1:9"):
         self.env = dict(os.environ, **(env or {}))
         self.workdir = str(workdir)
         self.port = port or free_port()
@@ -76,6 +81,7 @@ class TernServer:
             '[server]', 'hostname = "tern.test"', '',
             '[server.listener."smtp"]', 'bind = ["127.0.0.1:%d"]' % self.port, '',
             '[queue]', 'path = "%s"' % self.spool, '',
+            '[resolver]', 'type = "custom"', 'custom = ["%s"]' % resolver, '',
         ]
         if relay_loopback:
             base += ['[session.rcpt]',

@@ -107,13 +107,6 @@ def test_temporary_failure_is_retried_then_delivered(tmp_path):
                 wait_for(lambda: tern.log_lines("status=sent"), what="the sent log line")
 
 
-def test_mx_delivery_defers_until_available(tmp_path):
-    with TernServer(tmp_path, '[queue.outbound]\nnext-hop = false\n') as tern:
-        send(tern.port, "alice@example.org", ["bob@example.net"], make_message(1))
-        line = wait_for(lambda: tern.log_lines("status=deferred"), what="a deferral")[0]
-        assert "dsn=4.4.3" in line and "MX hosts" in line
-
-
 def test_acknowledged_mail_survives_kill_and_restart(tmp_path):
     """Messages accepted while the relay is down are delivered after kill -9
     and a restart."""

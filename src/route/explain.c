@@ -1,0 +1,230 @@
+/*
+ * explain.c - `tern route`; see explain.h.
+ *
+ * Every recipient's plan is started at once and the loop runs until all
+ * have come back; then they are printed in the order given. The MX order
+ * printed is one draw: hosts of equal preference are shuffled anew for
+ * every attempt, and the output says so.
+ */
+#include "route/explain.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/event.h>
+
+#include "config/settings.h"
+#include "dns/resolver.h"
+#include "queue/message.h"
+#include "route/nexthop.h"
+#include "route/plan.h"
+
+struct pending {
+	struct route_planner *planner; /* until the plan is back */
+	struct route_plan *plan;
+	size_t *left;
+	struct event_base *base;
+};
+
+static void plan_done(void *arg, struct route_plan *plan)
+{
+	struct pending *pd = arg;
+
+	pd->planner = NULL;
+	pd->plan = plan;
+	if (--*pd->left == 0)
+		event_base_loopbreak(pd->base);
+}
+
+static const char *policy_word(int64_t p)
+{
+	return p == CFG_POLICY_REQUIRE ? "require" : p == CFG_POLICY_DISABLE ? "disable" : "optional";
+}
+
+/* The source-ip list for one family, as delivery would draw from it. */
+static void print_sources(FILE *out, const struct config *cfg, const struct rule_ctx *ctx, int family)
+{
+	enum cfg_key key = family == AF_INET6 ? CFG_QUEUE_OUTBOUND_SOURCE_IP_V6
+					      : CFG_QUEUE_OUTBOUND_SOURCE_IP_V4;
+	const struct cfg_value *v = config_eval(cfg, key, ctx);
+	char ip[IPADDR_STRLEN];
+
+	if (v == NULL || v->none || v->n_items == 0) {
+		fputs("the system's choice", out);
+		return;
+	}
+	for (size_t i = 0; i < v->n_items; i++)
+		fprintf(out, "%s%s", i > 0 ? " | " : "", ipaddr_format(&v->items[i].addr, ip, sizeof(ip)));
+	if (v->n_items > 1)
+		fputs(" (one at random per connection)", out);
+}
+
+static void print_host(FILE *out, const struct config *cfg, const struct rule_ctx *base_ctx,
+		       const struct route_plan *plan, size_t i)
+{
+	const struct route_host *h = &plan->hosts[i];
+	char ip[IPADDR_STRLEN];
+
+	fprintf(out, "  host %zu: %s", i + 1, h->name);
+	if (h->preference >= 0)
+		fprintf(out, " (preference %d)", h->preference);
+	else if (plan->implicit_mx)
+		fputs(" (implicit MX: the domain has no MX records)", out);
+	fputc('\n', out);
+	if (h->n_addrs == 0) {
+		fprintf(out, "    no address: %s %s (%s)\n", h->none.enhanced, h->none.text,
+			h->none.cls == DS_PERM ? "permanent" : "temporary");
+		return;
+	}
+	for (size_t k = 0; k < h->n_addrs; k++) {
+		struct rule_ctx ctx = *base_ctx;
+		struct route_conn_vars vars;
+
+		route_conn_ctx(&ctx, h->name, &h->addrs[k], NULL, &vars);
+		ipaddr_format(&h->addrs[k], ip, sizeof(ip));
+		fprintf(out, h->addrs[k].family == AF_INET6 ? "    address %zu: [%s]:%d from " :
+			"    address %zu: %s:%d from ", k + 1, ip, plan->port);
+		print_sources(out, cfg, &ctx, h->addrs[k].family);
+		fputc('\n', out);
+	}
+	if (h->n_found > h->n_addrs)
+		fprintf(out, "    (%zu more not tried: limits.multihomed)\n", h->n_found - h->n_addrs);
+}
+
+static void print_plan(FILE *out, const struct config *cfg, const char *hostname,
+		       const struct message *msg, size_t idx, const struct route_plan *plan)
+{
+	const struct rcpt *r = &msg->rcpts[idx];
+	const struct cfg_value *helo;
+	struct rule_ctx ctx;
+
+	route_rule_ctx(&ctx, msg, r->domain, r->domain_len);
+	fprintf(out, "recipient <%s>\n", r->addr);
+	fprintf(out, "  sender: <%s>\n", msg->sender);
+	if (plan->remote != NULL) {
+		const struct cfg_section *rem = plan->remote;
+
+		fprintf(out, "  next-hop: remote \"%s\" (%s, %s port %d)\n", rem->id,
+			cfg_section_get(rem, CFG_REMOTE_PROTOCOL)->str,
+			cfg_section_get(rem, CFG_REMOTE_ADDRESS)->str, plan->port);
+	} else {
+		fprintf(out, "  next-hop: the MX hosts of %s (queue.outbound.next-hop has no value)\n",
+			plan->domain);
+	}
+	helo = config_eval(cfg, CFG_QUEUE_OUTBOUND_HOSTNAME, &ctx);
+	fprintf(out, "  ehlo-name: %s\n", helo != NULL && !helo->none && helo->len > 0 ? helo->str : hostname);
+	fprintf(out, "  ip-strategy: %s\n", cfg_words_ip_strategy[plan->ip_strategy]);
+	if (plan->remote == NULL) {
+		fprintf(out, "  limits: mx %lld, multihomed %lld\n", (long long)plan->limit_mx,
+			(long long)plan->limit_multihomed);
+		/* tls.starttls and tls.dane may depend on mx: shown for the first host. */
+		if (plan->n_hosts > 0)
+			route_conn_ctx(&ctx, plan->hosts[0].name, NULL, NULL, NULL);
+		fprintf(out, "  tls: starttls %s, mta-sts %s, dane %s (not applied: this version of "
+			"tern does not speak TLS yet)\n",
+			policy_word(config_eval(cfg, CFG_QUEUE_OUTBOUND_TLS_STARTTLS, &ctx)->num),
+			policy_word(config_eval(cfg, CFG_QUEUE_OUTBOUND_TLS_MTA_STS, &ctx)->num),
+			policy_word(config_eval(cfg, CFG_QUEUE_OUTBOUND_TLS_DANE, &ctx)->num));
+		route_rule_ctx(&ctx, msg, r->domain, r->domain_len);
+	} else {
+		fprintf(out, "  limits: multihomed %lld\n", (long long)plan->limit_multihomed);
+		fprintf(out, "  tls: implicit %s, allow-invalid-certs %s (not applied: this version "
+			"of tern does not speak TLS yet)\n",
+			cfg_section_get(plan->remote, CFG_REMOTE_TLS_IMPLICIT)->num ? "true" : "false",
+			cfg_section_get(plan->remote, CFG_REMOTE_TLS_ALLOW_INVALID_CERTS)->num ? "true" : "false");
+	}
+	if (plan->failed) {
+		fprintf(out, "  result: %s %s: %s\n", plan->fail.cls == DS_PERM ? "bounce" : "retry later",
+			plan->fail.enhanced, plan->fail.text);
+		return;
+	}
+	if (plan->remote == NULL && !plan->implicit_mx)
+		fprintf(out, "  mx: %zu record%s, %zu tried (equal preferences in random order, drawn "
+			"anew for every attempt)\n", plan->n_mx_records,
+			plan->n_mx_records == 1 ? "" : "s", plan->n_hosts);
+	for (size_t i = 0; i < plan->n_hosts; i++)
+		print_host(out, cfg, &ctx, plan, i);
+}
+
+static bool plan_has_address(const struct route_plan *plan)
+{
+	for (size_t i = 0; !plan->failed && i < plan->n_hosts; i++)
+		if (plan->hosts[i].n_addrs > 0)
+			return true;
+	return false;
+}
+
+int route_explain(const struct config *cfg, const char *sender, int n_rcpts, char **rcpts,
+		  FILE *out)
+{
+	struct event_base *base = event_base_new();
+	struct resolver *res = NULL;
+	struct message *msg = message_new(sender, strlen(sender));
+	struct pending *pd = calloc((size_t)n_rcpts, sizeof(*pd));
+	const char *hostname = config_get(cfg, CFG_SERVER_HOSTNAME)->str;
+	size_t left = 0;
+	char err[256];
+	int rc = 0;
+
+	if (base == NULL || msg == NULL || pd == NULL) {
+		fprintf(stderr, "tern: out of memory\n");
+		rc = 2;
+		goto done;
+	}
+	if ((res = resolver_new(base, cfg, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "tern: %s\n", err);
+		rc = 2;
+		goto done;
+	}
+	for (int i = 0; i < n_rcpts; i++) {
+		const char *a = rcpts[i];
+		size_t len = strlen(a);
+
+		if (len >= 2 && a[0] == '<' && a[len - 1] == '>') {
+			a++;
+			len -= 2;
+		}
+		if (message_add_rcpt(msg, a, len) == NULL) {
+			fprintf(stderr, "tern: out of memory\n");
+			rc = 2;
+			goto done;
+		}
+	}
+	for (int i = 0; i < n_rcpts; i++) {
+		const struct rcpt *r = &msg->rcpts[i];
+		const struct cfg_section *hop = route_next_hop(cfg, msg, r->domain, r->domain_len);
+		struct rule_ctx ctx;
+
+		route_rule_ctx(&ctx, msg, r->domain, r->domain_len);
+		pd[i].left = &left;
+		pd[i].base = base;
+		pd[i].planner = route_plan_start(res, base, cfg, hop, r->domain, &ctx, plan_done, &pd[i]);
+		if (pd[i].planner == NULL) {
+			fprintf(stderr, "tern: out of memory\n");
+			rc = 2;
+			goto done;
+		}
+		left++;
+	}
+	if (left > 0)
+		event_base_dispatch(base);
+	for (int i = 0; i < n_rcpts; i++) {
+		if (i > 0)
+			fputc('\n', out);
+		print_plan(out, cfg, hostname, msg, (size_t)i, pd[i].plan);
+		if (!plan_has_address(pd[i].plan))
+			rc = 1;
+	}
+done:
+	for (int i = 0; pd != NULL && i < n_rcpts; i++) {
+		route_plan_cancel(pd[i].planner); /* only after an early failure */
+		route_plan_free(pd[i].plan);
+	}
+	free(pd);
+	message_free(msg);
+	resolver_free(res);
+	if (base != NULL)
+		event_base_free(base);
+	return rc;
+}

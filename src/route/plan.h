@@ -1,0 +1,125 @@
+/*
+ * plan.h - where one connection attempt goes: the hosts of a next hop and
+ * their addresses, in the order they are tried (SPEC §3.2, §3.3).
+ *
+ * For a relay ([remote."<id>"]) the plan has one host, the relay's
+ * address. For delivery by MX it has the domain's MX hosts sorted by
+ * preference (equal preferences shuffled anew for every plan), at most
+ * queue.outbound.limits.mx of them, or the domain itself when it has no
+ * MX records (implicit MX, RFC 5321 §5.1). Each host has its addresses
+ * in the order of queue.outbound.ip-strategy, at most
+ * queue.outbound.limits.multihomed of them. A plan that has no host to
+ * try says why in `fail`: a null MX (5.1.10), a domain that does not
+ * exist (5.1.2), a DNS failure (4.4.3, retried).
+ *
+ * The planner asks the resolver for everything at once (the MX records,
+ * then A and AAAA of every host in parallel) and calls back once, from
+ * the event loop, with a plan the callee then owns.
+ */
+#ifndef TERN_ROUTE_PLAN_H
+#define TERN_ROUTE_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "config/rules.h"
+#include "dns/resolver.h"
+#include "outbound/status.h"
+#include "util/arena.h"
+#include "util/ipaddr.h"
+
+struct config;
+struct cfg_section;
+
+#define ROUTE_MX_PORT 25
+
+struct route_host {
+	const char *name;          /* MX exchange, the domain itself, or the relay's address */
+	int preference;            /* from the MX record; -1 for implicit MX and relays */
+	struct ipaddr *addrs;      /* in the order they are tried */
+	size_t n_addrs;
+	size_t n_found;            /* addresses the DNS gave, before the multihomed limit */
+	/* When n_addrs is 0: why (class DS_PERM when the name has no usable
+	 * address records, DS_TEMP when a lookup failed). */
+	struct delivery_status none;
+};
+
+struct route_plan {
+	struct arena arena;        /* everything below lives in it */
+	const struct cfg_section *remote; /* the relay, or NULL for MX delivery */
+	const char *domain;        /* recipient domain */
+	int port;
+	int64_t ip_strategy;       /* enum cfg_ip_strategy */
+	int64_t limit_mx, limit_multihomed;
+	bool implicit_mx;          /* no MX records: the domain is its own host */
+	size_t n_mx_records;       /* usable MX records found, before limits.mx */
+	struct route_host *hosts;
+	size_t n_hosts;
+	bool failed;               /* no host to try; fail says why */
+	struct delivery_status fail;
+};
+
+struct route_planner;
+/* plan is the callee's, to free with route_plan_free. */
+typedef void (*route_plan_cb)(void *arg, struct route_plan *plan);
+
+/* Plan for remote (a relay) or, when remote is NULL, for domain's MX
+ * hosts. ctx holds the variables of set R (sender, rcpt-domain, ...) that
+ * ip-strategy and the limits are evaluated with; it is not kept. NULL
+ * when out of memory. */
+struct route_planner *route_plan_start(struct resolver *res, struct event_base *base,
+				       const struct config *cfg, const struct cfg_section *remote,
+				       const char *domain, const struct rule_ctx *ctx,
+				       route_plan_cb cb, void *arg);
+/* The callback will not be called. */
+void route_plan_cancel(struct route_planner *p);
+void route_plan_free(struct route_plan *plan);
+
+/* ---- the policy steps, pure functions (also used by the unit tests) ---- */
+
+struct route_mx {
+	uint16_t preference;
+	const char *name;          /* "" for a null MX record */
+};
+
+/*
+ * Order MX records for one attempt: by preference, records of equal
+ * preference shuffled, then cut to limit. Returns the number kept, or
+ * (size_t)-1 when the set is a null MX (RFC 7505: a single record whose
+ * exchange is "."). A "." record beside real ones is dropped.
+ */
+size_t route_order_mx(struct route_mx *mx, size_t n, size_t limit);
+
+/*
+ * The addresses of one host in the order they are tried: by strategy
+ * (enum cfg_ip_strategy), the preferred family's addresses first in
+ * resolver order, then the other family's (the -then- modes), at most
+ * limit in all. out has room for limit. Returns the count.
+ */
+size_t route_order_addrs(const struct ipaddr *v4, size_t n4, const struct ipaddr *v6, size_t n6,
+			 int64_t strategy, size_t limit, struct ipaddr *out);
+
+/* Does the strategy look up A, and AAAA? */
+bool route_strategy_wants(int64_t strategy, int family);
+
+/*
+ * The source address for one connection to a host of the given family:
+ * picked uniformly at random from queue.outbound.source-ip.v4 or .v6,
+ * evaluated with ctx (set M: mx is the host connected to). family 0 in
+ * out when the list is empty (the system chooses).
+ */
+void route_pick_source(const struct config *cfg, const struct rule_ctx *ctx, int family,
+		       struct ipaddr *out);
+
+/* ctx's mx, remote-ip and local-ip variables (sets M and H) for one
+ * connection; text buffers are the caller's and must outlive ctx's use. */
+struct route_conn_vars {
+	char remote_ip[IPADDR_STRLEN];
+	char local_ip[IPADDR_STRLEN];
+};
+void route_conn_ctx(struct rule_ctx *ctx, const char *mx, const struct ipaddr *remote,
+		    const struct ipaddr *local, struct route_conn_vars *buf);
+
+#endif
