@@ -70,7 +70,7 @@ class TernServer:
     a loopback port where nothing answers, for tests that need no DNS."""
 
     def __init__(self, workdir, extra="", port=None, relay_loopback=True, env=None,
-                 resolver="udp://127.0.0.1:9"):
+                 resolver="udp://127.0.0.1:9", resolver_extra=""):
         self.env = dict(os.environ, **(env or {}))
         self.workdir = str(workdir)
         self.port = port or free_port()
@@ -81,7 +81,7 @@ class TernServer:
             '[server]', 'hostname = "tern.test"', '',
             '[server.listener."smtp"]', 'bind = ["127.0.0.1:%d"]' % self.port, '',
             '[queue]', 'path = "%s"' % self.spool, '',
-            '[resolver]', 'type = "custom"', 'custom = ["%s"]' % resolver, '',
+            '[resolver]', 'type = "custom"', 'custom = ["%s"]' % resolver, resolver_extra, '',
         ]
         if relay_loopback:
             base += ['[session.rcpt]',
