@@ -16,11 +16,10 @@ events. Addresses that should refuse connections are simply not listed
 import json
 import os
 import select
-import signal
 import subprocess
 
 from netns import normalize
-from peers import REPO, wait_for
+from peers import REPO, stop_pid, wait_for
 
 MX_SERVER = os.path.join(REPO, "tests/system/peers/mx_server.py")
 
@@ -58,13 +57,7 @@ class MxServer:
     def stop(self):
         """SIGTERM by PID (SIGKILL after 10 s)."""
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=5)
+            stop_pid(self.proc)
             self.proc.stdout.close()
             self.proc = None
         if self.errf is not None:

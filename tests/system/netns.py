@@ -57,6 +57,21 @@ def _setns(fd):
         raise OSError(err, "setns: " + os.strerror(err))
 
 
+def kill_all(list_pids, rounds=50):
+    """SIGKILL, by PID, every process list_pids() names, until it names none
+    (children may appear while their parents die)."""
+    for _ in range(rounds):
+        left = list_pids()
+        if not left:
+            return
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+
+
 def normalize(addr):
     """The canonical text of an IP address ("fd00:7e57:0::9" -> "fd00:7e57::9")."""
     return str(ipaddress.ip_address(addr))
@@ -107,6 +122,10 @@ class NetNs:
             raise
         return self
 
+    def _pids(self):
+        r = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True)
+        return [int(p) for p in r.stdout.split() if int(p) != os.getpid()]
+
     def close(self):
         """Kill what popen() started and is still running, then any other
         process left in the namespace (their children), by PID; delete the
@@ -120,17 +139,7 @@ class NetNs:
                     pass
         self.procs = []
         if self.name is not None:
-            for _ in range(50):
-                r = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True)
-                left = [int(p) for p in r.stdout.split() if int(p) != os.getpid()]
-                if not left:
-                    break
-                for pid in left:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                time.sleep(0.1)
+            kill_all(self._pids)
             subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
             self.name = None
 

@@ -39,12 +39,14 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 
 import pytest
+
+from netns import kill_all
+from peers import stop_pid
 
 
 def zone(origin, records=(), ttl=300, serial=1):
@@ -192,24 +194,10 @@ class Nsd:
         waits for all of it), then SIGKILL any of its processes left;
         removes the folder."""
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=5)
+            stop_pid(self.proc)
             # NSD's children share the session started at popen().
-            for _ in range(50):
-                left = _session_pids(self.proc.pid)
-                if not left:
-                    break
-                for pid in left:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                time.sleep(0.1)
+            sid = self.proc.pid
+            kill_all(lambda: _session_pids(sid))
             self.proc = None
         if getattr(self, "out", None):
             self.out.close()
@@ -326,13 +314,7 @@ class SilentDns:
     def stop(self):
         """SIGTERM by PID; removes its folder (query_log() is kept)."""
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=5)
+            stop_pid(self.proc)
             self.proc.stdout.close()
             self.proc.stderr.close()
             self.proc = None

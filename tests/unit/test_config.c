@@ -13,20 +13,7 @@
 #include <cmocka.h>
 
 #include "config/settings.h"
-
-static struct config *load(const char *text)
-{
-	struct diags diags;
-	struct config *cfg;
-
-	diags_init(&diags, "test.toml");
-	cfg = config_load_buffer(text, strlen(text), "/tmp", 0, &diags);
-	if (cfg == NULL)
-		diags_print(&diags, stderr);
-	diags_free(&diags);
-	assert_non_null(cfg);
-	return cfg;
-}
+#include "../support/config_load.h"
 
 static void set_var(struct rule_ctx *ctx, enum rule_var v, const char *s)
 {

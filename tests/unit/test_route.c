@@ -15,23 +15,10 @@
 #include <cmocka.h>
 
 #include "config/settings.h"
+#include "../support/config_load.h"
 #include "dns/rdata.h"
 #include "dns/resolver.h"
 #include "route/plan.h"
-
-static struct config *load(const char *text)
-{
-	struct diags diags;
-	struct config *cfg;
-
-	diags_init(&diags, "test.toml");
-	cfg = config_load_buffer(text, strlen(text), "/tmp", 0, &diags);
-	if (cfg == NULL)
-		diags_print(&diags, stderr);
-	diags_free(&diags);
-	assert_non_null(cfg);
-	return cfg;
-}
 
 static struct ipaddr ip(const char *s)
 {
