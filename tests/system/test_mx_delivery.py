@@ -426,3 +426,28 @@ def test_tern_route_prints_the_plan(world, tmp_path):
     assert "result: bounce 5.1.10" in null
     ok = tern_route(ns, tern.config, "bob@" + d("multi"))
     assert ok.returncode == 0 and ok.stderr == ""
+
+
+def test_tern_route_with_the_users_example_config(world, tmp_path):
+    """The user's example configuration (tests/golden/config/user-example.toml),
+    with a [resolver] that points at the test's NSD."""
+    ns, _, _ = world
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(repo, "tests/golden/config/user-example.toml")) as f:
+        config = f.read()
+    path = os.path.join(str(tmp_path), "user-example.toml")
+    with open(path, "w") as f:
+        f.write(config + '\n[resolver]\ntype = "custom"\ncustom = ["udp://127.0.0.1:53"]\n')
+    r = tern_route(ns, path, "-f", "sender@mydomain.net", "user@foobar.net",
+                   "someone@" + d("dual"))
+    print(r.stdout)
+    assert r.returncode == 0, r.stderr
+    relay, mxd = r.stdout.split("\n\n")
+    assert 'next-hop: remote "lmtp" (lmtp, localhost port 24)' in relay
+    assert "ehlo-name: mx.mydomain.net" in relay
+    assert "address 1: 127.0.0.1:24 from 10.0.0.10 | 10.0.0.11" in relay
+    assert "tls: implicit false, allow-invalid-certs true" in relay
+    assert "limits: mx 7, multihomed 2" in mxd
+    assert "host 1: mx.dual.t.example (preference 10)" in mxd
+    assert "address 1: 127.0.0.51:25 from 10.0.0.10 | 10.0.0.11" in mxd
+    assert "address 2: [fd00:7e57::51]:25 from a::b | a::c" in mxd
