@@ -150,6 +150,12 @@ static void host_settle(struct route_planner *p, size_t i)
 		     ? " (ip-strategy allows one family only)" : "");
 }
 
+/* The lookup of the same host for the other family. */
+static struct host_lookup *sibling(const struct host_lookup *l)
+{
+	return &l->p->lookups[2 * l->host + (l->family == AF_INET ? 1 : 0)];
+}
+
 static void address_cb(void *arg, const struct dns_answer *ans)
 {
 	struct host_lookup *l = arg;
@@ -171,12 +177,9 @@ static void address_cb(void *arg, const struct dns_answer *ans)
 	}
 	if (ans->status == DNS_OK && l->n_found == 0)
 		l->status = DNS_NODATA;
-	{
-		struct host_lookup *other = &p->lookups[2 * l->host + (l->family == AF_INET)];
-
-		if (other->q == NULL)
-			host_settle(p, l->host);
-	}
+	/* The host is settled when its other family's lookup is done too. */
+	if (sibling(l)->q == NULL)
+		host_settle(p, l->host);
 	if (--p->pending == 0)
 		hand_over(p);
 }

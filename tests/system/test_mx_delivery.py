@@ -295,6 +295,30 @@ def test_a_silent_name_server_defers_after_timeout_times_attempts(world, tmp_pat
     assert elapsed < 10, elapsed
 
 
+@pytest.mark.parametrize("ttl,second", [(300, "sent"), (1, "deferred")])
+def test_answers_are_cached_for_their_ttl(world, tmp_path, ttl, second):
+    """A name server of this test's own, stopped after the first delivery:
+    the second delivery (on a new connection: the first one's has closed
+    after its 2 s idle time) still finds the hosts while the answers' TTL
+    lasts, and fails to once it is over."""
+    ns, _, _ = world
+    records = ["cached IN MX 10 mx.cached", "mx.cached IN A 127.0.0.11"]
+    dns = Nsd(ns, {"c.example": zone("c.example", records, ttl=ttl)}, port=5301).start()
+    try:
+        tern = NsTern(ns, tmp_path, resolver="udp://127.0.0.1:5301",
+                      resolver_extra='timeout = "500ms"\nattempts = 1')
+        with tern:
+            send(ns, ["first@cached.c.example"])
+            assert field(tern.outcome("first@cached.c.example"), "status") == "sent"
+            dns.stop()
+            time.sleep(2.5)
+            send(ns, ["second@cached.c.example"])
+            line = tern.outcome("second@cached.c.example")
+    finally:
+        dns.stop()
+    assert field(line, "status") == second, line
+
+
 # ---- ip-strategy and limits ----
 
 @pytest.mark.parametrize("strategy,addr", [("ipv4-only", "127.0.0.51"), ("ipv6-only", V6 + "51"),
