@@ -80,6 +80,7 @@ struct conn {
 struct pool {
 	struct connector *cn;
 	const struct cfg_section *remote; /* the relay, or NULL: delivery by MX */
+	const struct config *cfg;         /* the configuration remote belongs to */
 	char *domain;                     /* MX: the recipient domain */
 	uint64_t hash;
 	size_t limit;
@@ -168,6 +169,7 @@ static struct pool *pool_get(struct connector *cn, const struct cfg_section *rem
 	}
 	p->cn = cn;
 	p->remote = remote;
+	p->cfg = cn->srv->cfg;
 	p->hash = h;
 	p->limit = remote != NULL ? (size_t)cfg_section_get(remote, CFG_REMOTE_CONCURRENCY)->num
 				  : MX_DOMAIN_CONCURRENCY;
@@ -696,6 +698,25 @@ void connector_deliver(struct connector *cn, const struct cfg_section *remote, s
 size_t connector_busy(const struct connector *cn)
 {
 	return cn->busy;
+}
+
+bool connector_uses_config(const struct connector *cn, const struct config *cfg)
+{
+	for (size_t b = 0; b < cn->n_buckets; b++)
+		for (const struct pool *p = cn->buckets[b]; p != NULL; p = p->next)
+			if (p->remote != NULL && p->cfg == cfg)
+				return true;
+	return false;
+}
+
+void connector_visit(const struct connector *cn,
+		     void (*cb)(void *arg, const char *kind, const char *name, size_t connections,
+				size_t waiting),
+		     void *arg)
+{
+	for (size_t b = 0; b < cn->n_buckets; b++)
+		for (const struct pool *p = cn->buckets[b]; p != NULL; p = p->next)
+			cb(arg, pool_kind(p), pool_name(p), p->n_conns, p->n_waiting);
 }
 
 struct connector *connector_new(struct server *srv)

@@ -14,6 +14,7 @@
 #ifndef TERN_OUTBOUND_CONNECTOR_H
 #define TERN_OUTBOUND_CONNECTOR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "outbound/status.h"
@@ -22,6 +23,7 @@
 
 struct server;
 struct connector;
+struct config;
 struct cfg_section;
 
 struct delivery;
@@ -57,6 +59,15 @@ struct connector *connector_new(struct server *srv);
 void connector_deliver(struct connector *cn, const struct cfg_section *remote, struct delivery *d);
 /* Deliveries waiting or in flight. */
 size_t connector_busy(const struct connector *cn);
+/* A relay pool still holds a [remote] section of cfg (SIGHUP: a replaced
+ * configuration is freed only when this is false). */
+bool connector_uses_config(const struct connector *cn, const struct config *cfg);
+/* Every destination with a connection or a waiting delivery: kind is
+ * "remote" (a relay id) or "domain" (delivery by MX). */
+void connector_visit(const struct connector *cn,
+		     void (*cb)(void *arg, const char *kind, const char *name, size_t connections,
+				size_t waiting),
+		     void *arg);
 /* Close idle connections; fail waiting deliveries as temporary. */
 void connector_stop(struct connector *cn);
 void connector_free(struct connector *cn);

@@ -25,6 +25,13 @@ enum msg_ret { MSG_RET_NONE, MSG_RET_FULL, MSG_RET_HDRS };
 #define RCPT_NOTIFY_FAILURE 0x4u
 #define RCPT_NOTIFY_DELAY   0x8u
 
+/* struct rcpt flags, kept in the spool with the state. */
+#define RCPT_F_HELD      0x01u /* on hold: not attempted until released */
+#define RCPT_F_DSN_OWED  0x02u /* final, and its notice is not queued yet */
+#define RCPT_F_KNOWN     0x0fu /* the flag bits; the high nibble counts delay notices */
+#define RCPT_DELAYS(f)   ((unsigned)(f) >> 4)
+#define RCPT_DELAYS_MAX  15u
+
 enum rcpt_state {
 	RCPT_PENDING,   /* waiting for its next attempt */
 	RCPT_DELIVERED, /* final: 2xx */
@@ -39,6 +46,7 @@ struct rcpt {
 	char *orcpt;         /* ORCPT= value as given (xtext), or NULL */
 	uint8_t notify;      /* RCPT_NOTIFY_* bits */
 	uint8_t state;       /* enum rcpt_state */
+	uint8_t flags;       /* RCPT_F_* and the count of delay notices sent */
 	uint16_t attempts;   /* delivery attempts made */
 	int64_t next_try_ms; /* wall clock (ms since the epoch) of the next attempt */
 };

@@ -13,15 +13,19 @@
  * logged, one line per recipient per attempt.
  *
  * Recipients whose next hop has no value go to their domain's MX hosts:
- * one group per domain. What it does not do yet: failure and delay
- * notices (DSNs) are logged, not sent.
+ * one group per domain. A held recipient has no due time; a recipient
+ * that is final but still owes its notice keeps the message (notify.c).
+ * Every durable message is on the `all` list and in the id hash, for the
+ * management API (manage.c).
  */
 #include "queue/queue.h"
+#include "queue/internal.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/event.h>
 
@@ -34,20 +38,6 @@
 #include "util/clock.h"
 #include "util/log.h"
 
-struct qmsg {
-	struct message *msg;
-	struct queue *q;
-	size_t heap_pos;            /* index in q->heap, or NOT_IN_HEAP */
-	int64_t due_ms;
-	struct message_body *body;  /* in memory until the first attempt has it */
-	unsigned inflight;          /* deliveries out at the connector */
-	/* while waiting to become durable */
-	queue_accept_cb accept_cb;
-	void *accept_arg;
-	struct qmsg *submit_prev, *submit_next;
-};
-
-#define NOT_IN_HEAP SIZE_MAX
 
 /*
  * Bodies that deliveries carry in memory while they wait for a connection,
@@ -59,18 +49,6 @@ struct qmsg {
 /* Tests shrink the budget (to reach the spool-read path) with this. */
 #define QUEUE_BODY_BUDGET_ENV "TERN_QUEUE_BODY_BUDGET"
 
-struct queue {
-	struct server *srv;
-	struct qmsg **heap;
-	size_t heap_len, heap_cap;
-	struct event *timer;
-	struct qmsg *submits; /* not yet durable */
-	size_t inflight_msgs;
-	size_t body_bytes;    /* bodies attached to deliveries not yet done */
-	size_t body_budget;   /* QUEUE_BODY_BUDGET unless the environment says */
-	bool running;
-	bool stopping;
-};
 
 /* ---- heap of messages by due time ---- */
 
@@ -160,15 +138,29 @@ static void arm_timer(struct queue *q)
 	evtimer_add(q->timer, &tv);
 }
 
-static void schedule(struct queue *q, struct qmsg *m)
+static int64_t min64(int64_t a, int64_t b)
+{
+	return a < b ? a : b;
+}
+
+void queue_schedule(struct queue *q, struct qmsg *m)
 {
 	int64_t due = INT64_MAX;
 
-	for (size_t i = 0; i < m->msg->n_rcpts; i++)
-		if (m->msg->rcpts[i].state == RCPT_PENDING && m->msg->rcpts[i].next_try_ms < due)
-			due = m->msg->rcpts[i].next_try_ms;
+	for (size_t i = 0; i < m->msg->n_rcpts; i++) {
+		const struct rcpt *r = &m->msg->rcpts[i];
+
+		if (r->flags & RCPT_F_DSN_OWED)
+			due = min64(due, m->notice_retry_ms);
+		if (r->state != RCPT_PENDING || (r->flags & RCPT_F_HELD))
+			continue;
+		due = min64(due, r->next_try_ms);
+		due = min64(due, notify_next_delay_ms(q, m->msg, i));
+	}
 	heap_remove(q, m);
 	m->due_ms = due;
+	if (due == INT64_MAX)
+		return; /* every pending recipient is on hold */
 	if (!heap_push(q, m)) {
 		/* Still in the spool: the next start retries it. */
 		log_error("queue %016" PRIx64 ": out of memory scheduling it; it waits for a restart",
@@ -179,10 +171,98 @@ static void schedule(struct queue *q, struct qmsg *m)
 		arm_timer(q);
 }
 
+/* ---- every durable message: list and id hash ---- */
+
+static size_t id_bucket(const struct queue *q, uint64_t id)
+{
+	return (size_t)((id ^ (id >> 29)) * 0x9e3779b97f4a7c15ull >> 32) & (q->n_id_buckets - 1);
+}
+
+static void ids_grow(struct queue *q)
+{
+	size_t n = q->n_id_buckets ? q->n_id_buckets * 2 : 1024;
+	struct qmsg **b = calloc(n, sizeof(*b));
+	size_t old = q->n_id_buckets;
+
+	if (b == NULL)
+		return; /* longer chains, still correct */
+	q->n_id_buckets = n;
+	for (size_t i = 0; i < old; i++) {
+		while (q->ids[i] != NULL) {
+			struct qmsg *m = q->ids[i];
+			size_t k = id_bucket(q, m->msg->id);
+
+			q->ids[i] = m->id_next;
+			m->id_next = b[k];
+			b[k] = m;
+		}
+	}
+	free(q->ids);
+	q->ids = b;
+}
+
+static void list_add(struct queue *q, struct qmsg *m)
+{
+	size_t k;
+
+	if (q->n_id_buckets == 0 || q->n_all >= 2 * q->n_id_buckets)
+		ids_grow(q);
+	m->all_next = q->all;
+	if (q->all != NULL)
+		q->all->all_prev = m;
+	q->all = m;
+	q->n_all++;
+	m->listed = true;
+	if (q->n_id_buckets == 0)
+		return; /* found by the list only */
+	k = id_bucket(q, m->msg->id);
+	m->id_next = q->ids[k];
+	q->ids[k] = m;
+}
+
+static void list_remove(struct queue *q, struct qmsg *m)
+{
+	if (!m->listed)
+		return;
+	if (m->all_prev != NULL)
+		m->all_prev->all_next = m->all_next;
+	else
+		q->all = m->all_next;
+	if (m->all_next != NULL)
+		m->all_next->all_prev = m->all_prev;
+	q->n_all--;
+	m->listed = false;
+	if (q->n_id_buckets == 0)
+		return;
+	for (struct qmsg **pp = &q->ids[id_bucket(q, m->msg->id)]; *pp != NULL; pp = &(*pp)->id_next) {
+		if (*pp == m) {
+			*pp = m->id_next;
+			break;
+		}
+	}
+}
+
+struct qmsg *queue_lookup(struct queue *q, uint64_t id)
+{
+	if (q->n_id_buckets == 0) {
+		for (struct qmsg *m = q->all; m != NULL; m = m->all_next)
+			if (m->msg->id == id)
+				return m;
+		return NULL;
+	}
+	for (struct qmsg *m = q->ids[id_bucket(q, id)]; m != NULL; m = m->id_next)
+		if (m->msg->id == id)
+			return m;
+	return NULL;
+}
+
 static void qmsg_free(struct qmsg *m)
 {
+	list_remove(m->q, m);
+	heap_remove(m->q, m);
 	message_body_unref(m->body);
 	message_free(m->msg);
+	free(m->last);
 	free(m);
 }
 
@@ -201,8 +281,8 @@ static int64_t retry_interval(const struct config *cfg, const struct rule_ctx *c
 	return v->items[i].num;
 }
 
-static void log_outcome(const struct qmsg *m, const struct rcpt *r, const char *relay,
-			const struct delivery_status *ds, const char *status_word, int64_t now)
+void queue_log_outcome(const struct qmsg *m, const struct rcpt *r, const char *relay,
+		       const struct delivery_status *ds, const char *status_word, int64_t now)
 {
 	char rcpt[600], text[1200];
 	int64_t delay = now - m->msg->arrival_ms;
@@ -214,6 +294,37 @@ static void log_outcome(const struct qmsg *m, const struct rcpt *r, const char *
 		 m->msg->id, rcpt, relay, status_word, ds->code,
 		 ds->enhanced[0] != '\0' ? ds->enhanced : "-", ds_stage_name(ds->stage),
 		 delay / 1000, delay % 1000, r->attempts, ds->remote ? "reply" : "reason", text);
+}
+
+int64_t queue_expire_ms(const struct queue *q, const struct message *msg, size_t i)
+{
+	const struct rcpt *r = &msg->rcpts[i];
+	struct rule_ctx ctx;
+
+	route_rule_ctx(&ctx, msg, r->domain, r->domain_len);
+	return msg->arrival_ms + config_eval(q->srv->cfg, CFG_QUEUE_SCHEDULE_EXPIRE, &ctx)->num;
+}
+
+void queue_record_rcpt(struct qmsg *m, size_t i)
+{
+	if (spool_update_rcpt(m->q->srv->spool, m->msg, i) != 0)
+		log_error("queue %016" PRIx64 ": cannot record the state of <%s> in the spool: "
+			  "after a restart it may be attempted again", m->msg->id, m->msg->rcpts[i].addr);
+}
+
+/* Keep the outcome for notices and the management API. */
+static void remember_outcome(struct qmsg *m, size_t idx, const struct delivery_status *ds,
+			     const struct delivery *d, int64_t now)
+{
+	struct rcpt_last *l;
+
+	if (m->last == NULL && (m->last = calloc(m->msg->n_rcpts, sizeof(*m->last))) == NULL)
+		return; /* the notice then says less; nothing else depends on it */
+	l = &m->last[idx];
+	l->ds = *ds;
+	snprintf(l->relay, sizeof(l->relay), "%s", d->relay);
+	snprintf(l->mx, sizeof(l->mx), "%s", d->remote_ip.family != 0 ? d->mx : "");
+	l->at_ms = now;
 }
 
 static void apply_outcome(struct qmsg *m, size_t idx, const struct delivery_status *ds,
@@ -262,24 +373,44 @@ static void apply_outcome(struct qmsg *m, size_t idx, const struct delivery_stat
 		break;
 	}
 	}
-	log_outcome(m, r, d->relay, ds, word, now);
-	if (spool_update_rcpt(q->srv->spool, m->msg, idx) != 0)
-		log_error("queue %016" PRIx64 ": cannot record the outcome for <%s> in the spool: "
-			  "it may be attempted again after a restart", m->msg->id, r->addr);
+	remember_outcome(m, idx, ds, d, now);
+	if ((r->state == RCPT_FAILED && notify_wanted(m->msg, r, RCPT_NOTIFY_FAILURE)) ||
+	    (r->state == RCPT_DELIVERED && notify_wanted(m->msg, r, RCPT_NOTIFY_SUCCESS)))
+		r->flags |= RCPT_F_DSN_OWED; /* recorded with the state, in one record */
+	if (r->state == RCPT_DELIVERED)
+		q->counters.delivered++;
+	else if (r->state == RCPT_FAILED)
+		q->counters.bounced++;
+	else
+		q->counters.deferred++;
+	queue_log_outcome(m, r, d->relay, ds, word, now);
+	queue_record_rcpt(m, idx);
 }
 
-/* Every delivery of an attempt has returned. */
-static void attempt_finished(struct qmsg *m)
+void queue_settle(struct qmsg *m)
 {
 	struct queue *q = m->q;
 
-	q->inflight_msgs--;
+	notify_owed(m);
+	for (size_t i = 0; i < m->msg->n_rcpts; i++)
+		if (m->msg->rcpts[i].flags & RCPT_F_DSN_OWED) {
+			queue_schedule(q, m); /* a notice could not be queued yet */
+			return;
+		}
 	if (message_pending(m->msg) == 0) {
 		spool_release(q->srv->spool, m->msg);
 		qmsg_free(m);
 		return;
 	}
-	schedule(q, m);
+	queue_schedule(q, m);
+}
+
+/* Every delivery of an attempt has returned: one notice reports the
+ * recipients that became final in it. */
+static void attempt_finished(struct qmsg *m)
+{
+	m->q->inflight_msgs--;
+	queue_settle(m);
 }
 
 static void delivery_done(void *arg, struct delivery *d)
@@ -362,7 +493,7 @@ static void attempt(struct queue *q, struct qmsg *m)
 	for (size_t i = 0; i < n; i++) {
 		const struct rcpt *r = &msg->rcpts[i];
 
-		due[i] = r->state == RCPT_PENDING && r->next_try_ms <= now;
+		due[i] = r->state == RCPT_PENDING && !(r->flags & RCPT_F_HELD) && r->next_try_ms <= now;
 		if (due[i])
 			hop[i] = route_next_hop(q->srv->cfg, msg, r->domain, r->domain_len);
 	}
@@ -403,6 +534,17 @@ static void attempt(struct queue *q, struct qmsg *m)
 		attempt_finished(m);
 }
 
+static bool attempt_due(const struct qmsg *m, int64_t now)
+{
+	for (size_t i = 0; i < m->msg->n_rcpts; i++) {
+		const struct rcpt *r = &m->msg->rcpts[i];
+
+		if (r->state == RCPT_PENDING && !(r->flags & RCPT_F_HELD) && r->next_try_ms <= now)
+			return true;
+	}
+	return false;
+}
+
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct queue *q = arg;
@@ -414,7 +556,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		struct qmsg *m = q->heap[0];
 
 		heap_remove(q, m);
-		attempt(q, m);
+		notify_delays_due(m, now);
+		if (attempt_due(m, now))
+			attempt(q, m);
+		else
+			queue_settle(m);
 	}
 	arm_timer(q);
 }
@@ -438,7 +584,8 @@ static void durable_cb(void *arg, int err)
 		qmsg_free(m);
 		return;
 	}
-	schedule(q, m);
+	list_add(q, m);
+	queue_schedule(q, m);
 }
 
 int queue_submit(struct queue *q, struct message *msg, struct message_body *body,
@@ -501,7 +648,8 @@ void queue_adopt(struct queue *q, struct message *msg)
 	m->q = q;
 	m->heap_pos = NOT_IN_HEAP;
 	msg->queue_data = m;
-	schedule(q, m);
+	list_add(q, m);
+	queue_schedule(q, m);
 }
 
 /* ---- life cycle ---- */
@@ -542,8 +690,8 @@ void queue_free(struct queue *q)
 {
 	if (q == NULL)
 		return;
-	for (size_t i = 0; i < q->heap_len; i++)
-		qmsg_free(q->heap[i]);
+	while (q->all != NULL)
+		qmsg_free(q->all);
 	while (q->submits != NULL) {
 		struct qmsg *m = q->submits;
 
@@ -551,6 +699,152 @@ void queue_free(struct queue *q)
 		qmsg_free(m);
 	}
 	free(q->heap);
+	free(q->ids);
 	event_free(q->timer);
 	free(q);
+}
+
+/* ---- what the management API reads ---- */
+
+void queue_rcpt_info(struct queue *q, const struct message *msg, size_t i,
+		     struct queue_rcpt_info *out)
+{
+	const struct qmsg *m = msg->queue_data;
+	const struct rcpt_last *l = m->last != NULL && m->last[i].at_ms != 0 ? &m->last[i] : NULL;
+
+	memset(out, 0, sizeof(*out));
+	out->held = (msg->rcpts[i].flags & RCPT_F_HELD) != 0;
+	out->expire_ms = queue_expire_ms(q, msg, i);
+	if (l != NULL) {
+		out->last = &l->ds;
+		out->last_relay = l->relay;
+		out->last_ms = l->at_ms;
+	}
+}
+
+void queue_visit(struct queue *q, bool (*cb)(void *arg, const struct message *msg), void *arg)
+{
+	for (struct qmsg *m = q->all; m != NULL; m = m->all_next)
+		if (!cb(arg, m->msg))
+			return;
+}
+
+const struct message *queue_find(struct queue *q, uint64_t id)
+{
+	struct qmsg *m = queue_lookup(q, id);
+
+	return m != NULL ? m->msg : NULL;
+}
+
+bool queue_in_flight(const struct message *msg)
+{
+	const struct qmsg *m = msg->queue_data;
+
+	return m->inflight > 0;
+}
+
+void queue_get_stats(struct queue *q, struct queue_stats *st)
+{
+	*st = q->counters;
+	st->messages = q->n_all;
+	st->in_flight = q->inflight_msgs;
+	st->held_rcpts = 0;
+	for (const struct qmsg *m = q->all; m != NULL; m = m->all_next)
+		for (size_t i = 0; i < m->msg->n_rcpts; i++)
+			st->held_rcpts += m->msg->rcpts[i].state == RCPT_PENDING &&
+					  (m->msg->rcpts[i].flags & RCPT_F_HELD);
+}
+
+/* ---- operator actions ---- */
+
+enum action { ACT_RETRY, ACT_HOLD, ACT_RELEASE, ACT_CANCEL };
+
+static bool addr_matches(const struct rcpt *r, const char *want)
+{
+	return want == NULL || (strlen(want) == r->addr_len && strncasecmp(r->addr, want, r->addr_len) == 0);
+}
+
+static int act(struct queue *q, uint64_t id, const char *rcpt, enum action what)
+{
+	static const char *const names[] = { "retry", "hold", "release", "cancel" };
+	struct qmsg *m = queue_lookup(q, id);
+	int64_t now = clock_wall_ms();
+	int changed = 0;
+
+	if (m == NULL)
+		return -ENOENT;
+	/* Its recipients' outcomes are on their way: changing them now would
+	 * race with them. */
+	if (m->inflight > 0)
+		return -EBUSY;
+	for (size_t i = 0; i < m->msg->n_rcpts; i++) {
+		struct rcpt *r = &m->msg->rcpts[i];
+		struct delivery_status why;
+
+		if (r->state != RCPT_PENDING || !addr_matches(r, rcpt))
+			continue;
+		switch (what) {
+		case ACT_HOLD:
+			if (r->flags & RCPT_F_HELD)
+				continue;
+			r->flags |= RCPT_F_HELD;
+			break;
+		case ACT_RELEASE:
+			if (!(r->flags & RCPT_F_HELD))
+				continue;
+			r->flags &= (uint8_t)~RCPT_F_HELD;
+			r->next_try_ms = now;
+			break;
+		case ACT_RETRY:
+			/* Due now; the expiry stays arrival + expire, whatever
+			 * happens to retries (Stalwart restarted it). */
+			r->flags &= (uint8_t)~RCPT_F_HELD;
+			r->next_try_ms = now;
+			break;
+		case ACT_CANCEL:
+			r->flags &= (uint8_t)~RCPT_F_HELD;
+			r->state = RCPT_FAILED;
+			ds_set_local(&why, DS_PERM, STAGE_CONNECT, "5.0.0", "cancelled by the administrator");
+			if (m->last != NULL || (m->last = calloc(m->msg->n_rcpts, sizeof(*m->last))) != NULL) {
+				m->last[i].ds = why;
+				snprintf(m->last[i].relay, sizeof(m->last[i].relay), "none");
+				m->last[i].mx[0] = '\0';
+				m->last[i].at_ms = now;
+			}
+			if (notify_wanted(m->msg, r, RCPT_NOTIFY_FAILURE))
+				r->flags |= RCPT_F_DSN_OWED;
+			q->counters.bounced++;
+			queue_log_outcome(m, r, "none", &why, "cancelled", now);
+			break;
+		}
+		queue_record_rcpt(m, i);
+		changed++;
+	}
+	if (changed > 0) {
+		log_info("queue %016" PRIx64 ": %s of %d recipient%s by the administrator", id,
+			 names[what], changed, changed == 1 ? "" : "s");
+		heap_remove(q, m);
+		queue_settle(m); /* may free m: a whole message cancelled */
+	}
+	return changed;
+}
+
+int queue_retry_now(struct queue *q, uint64_t id, const char *rcpt)
+{
+	return act(q, id, rcpt, ACT_RETRY);
+}
+
+int queue_hold(struct queue *q, uint64_t id, const char *rcpt)
+{
+	return act(q, id, rcpt, ACT_HOLD);
+}
+
+int queue_release(struct queue *q, uint64_t id, const char *rcpt)
+{
+	return act(q, id, rcpt, ACT_RELEASE);
+}
+
+int queue_cancel(struct queue *q, uint64_t id, const char *rcpt)
+{
+	return act(q, id, rcpt, ACT_CANCEL);
 }

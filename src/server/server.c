@@ -76,13 +76,14 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	evtimer_add(run->stop_poll, &now);
 }
 
-/* SIGHUP's default action would kill the server (log rotation sends it). */
 static void sighup_cb(evutil_socket_t sig, short what, void *arg)
 {
+	struct server_run *run = arg;
+
 	(void)sig;
 	(void)what;
-	(void)arg;
-	log_warn("SIGHUP: reloading the configuration is not implemented yet; ignored");
+	if (!run->srv.stopping)
+		server_reload(&run->srv);
 }
 
 static void adopt_cb(void *arg, struct message *msg)
@@ -106,6 +107,7 @@ static int server_start(struct server_run *run, const char *config_path)
 	if (srv->cfg == NULL)
 		return -1;
 	srv->config_path = config_path;
+	srv->boot_cfg = srv->cfg;
 	srv->hostname = config_get(srv->cfg, CFG_SERVER_HOSTNAME)->str;
 	if (config_section_count(srv->cfg, CFG_GROUP_LISTENER) == 0) {
 		log_error("%s: no [server.listener.\"<id>\"] is configured: nothing to serve",
@@ -182,9 +184,12 @@ static void server_teardown(struct server_run *run)
 	if (srv->connector != NULL)
 		connector_free(srv->connector);
 	resolver_free(srv->resolver);
+	server_reload_free(srv);
+	if (srv->cfg != srv->boot_cfg)
+		config_free((struct config *)srv->cfg);
 	if (srv->base != NULL)
 		event_base_free(srv->base);
-	config_free((struct config *)srv->cfg);
+	config_free((struct config *)srv->boot_cfg);
 }
 
 int server_run(const char *config_path)

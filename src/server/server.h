@@ -17,10 +17,14 @@ struct queue;
 struct inbound;
 struct connector;
 struct resolver;
+struct retired_cfg;
 
 struct server {
 	struct event_base *base;
-	const struct config *cfg;
+	const struct config *cfg;       /* the running configuration (SIGHUP replaces it) */
+	const struct config *boot_cfg;  /* the one tern started with: the listeners use it */
+	struct retired_cfg *retired;    /* replaced, freed once unused (reload.c) */
+	struct event *retired_timer;
 	const char *config_path;
 	const char *hostname; /* server.hostname, for banners and Received */
 	struct spool *spool;
@@ -33,5 +37,10 @@ struct server {
 
 /* Run `tern serve` until SIGTERM/SIGINT. Returns the process exit code. */
 int server_run(const char *config_path);
+
+/* SIGHUP: load the file again; a bad one is refused (reload.c). */
+void server_reload(struct server *srv);
+/* At exit: free the replaced configurations. */
+void server_reload_free(struct server *srv);
 
 #endif

@@ -50,6 +50,7 @@ struct spool_rcpt_state {
 	int64_t next_try_ms;
 	uint16_t attempts;
 	uint8_t state;
+	uint8_t flags;
 };
 
 /* A live message: released messages have none. The recipient states are

@@ -246,7 +246,7 @@ bool journal_env_encode(struct strbuf *sb, const struct message *m)
 
 	if (m->n_rcpts > JOURNAL_ENV_MAX / RCPT_MIN_SIZE)
 		return false;
-	sb_u8(sb, JOURNAL_VERSION);
+	sb_u8(sb, JOURNAL_ENV_VERSION);
 	sb_u8(sb, m->ret);
 	sb_u8(sb, m->body_type);
 	sb_u8(sb, (uint8_t)((m->smtputf8 ? 1u : 0u) | (m->requiretls ? 2u : 0u)));
@@ -261,6 +261,7 @@ bool journal_env_encode(struct strbuf *sb, const struct message *m)
 		     sb_str(sb, r->orcpt, r->orcpt != NULL ? strlen(r->orcpt) : 0);
 		sb_u8(sb, r->notify);
 		sb_u8(sb, r->state);
+		sb_u8(sb, r->flags);
 		sb_u16(sb, r->attempts);
 		sb_u64(sb, (uint64_t)r->next_try_ms);
 	}
@@ -363,7 +364,7 @@ struct message *journal_env_decode(const unsigned char *p, size_t len)
 	flags = take_u8(&c);
 	arrival = (int64_t)take_u64(&c);
 	take_cstr(&c, &s, &slen);
-	if (c.bad || s == NULL || version != JOURNAL_VERSION || ret > MSG_RET_HDRS ||
+	if (c.bad || s == NULL || version < 1 || version > JOURNAL_ENV_VERSION || ret > MSG_RET_HDRS ||
 	    body_type > MSG_BODY_BINARYMIME || (flags & ~3u) != 0)
 		return decode_fail(NULL, EINVAL);
 	m = message_new(s, slen);
@@ -399,9 +400,11 @@ struct message *journal_env_decode(const unsigned char *p, size_t len)
 			return decode_fail(m, ENOMEM);
 		r->notify = take_u8(&c);
 		r->state = take_u8(&c);
+		r->flags = version >= 2 ? take_u8(&c) : 0;
 		r->attempts = take_u16(&c);
 		r->next_try_ms = (int64_t)take_u64(&c);
-		if (c.bad || r->state > RCPT_FAILED || (r->notify & ~0xfu) != 0)
+		if (c.bad || r->state > RCPT_FAILED || (r->notify & ~0xfu) != 0 ||
+		    (r->flags & RCPT_F_KNOWN & ~(RCPT_F_HELD | RCPT_F_DSN_OWED)) != 0)
 			return decode_fail(m, EINVAL);
 	}
 	if (c.bad || c.left != 0)
@@ -416,7 +419,7 @@ void journal_rcpt_encode(unsigned char out[JOURNAL_RCPT_PAYLOAD],
 {
 	journal_put_u32(out, u->index);
 	out[4] = u->state;
-	out[5] = 0;
+	out[5] = u->flags;
 	put_u16(out + 6, u->attempts);
 	put_u64(out + 8, (uint64_t)u->next_try_ms);
 }
@@ -426,7 +429,9 @@ bool journal_rcpt_decode(const unsigned char in[JOURNAL_RCPT_PAYLOAD],
 {
 	u->index = journal_get_u32(in);
 	u->state = in[4];
+	u->flags = in[5];
 	u->attempts = get_u16(in + 6);
 	u->next_try_ms = (int64_t)get_u64(in + 8);
-	return u->state <= RCPT_FAILED && in[5] == 0;
+	return u->state <= RCPT_FAILED &&
+	       (u->flags & RCPT_F_KNOWN & ~(RCPT_F_HELD | RCPT_F_DSN_OWED)) == 0;
 }

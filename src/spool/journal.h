@@ -29,10 +29,10 @@
  *            envelope: u8 version (1), u8 ret, u8 body type, u8 flags
  *            (bit 0 SMTPUTF8, bit 1 REQUIRETLS), i64 arrival ms,
  *            str sender, str envid, u32 recipient count, then for each:
- *            str addr, str orcpt, u8 notify, u8 state, u16 attempts,
- *            i64 next try ms.  str = u32 length + bytes, or length
+ *            str addr, str orcpt, u8 notify, u8 state, (version 2: u8
+ *            flags,) u16 attempts, i64 next try ms.  str = u32 length + bytes, or length
  *            0xffffffff and no bytes for "absent" (NULL).
- *   RCPT     u32 recipient index, u8 state, u8 0, u16 attempts,
+ *   RCPT     u32 recipient index, u8 state, u8 flags, u16 attempts,
  *            i64 next try ms (16 bytes)
  *   DONE     empty
  *
@@ -56,6 +56,8 @@
 #define JOURNAL_REC_OVERHEAD (JOURNAL_REC_HDR_SIZE + JOURNAL_REC_TRAILER)
 #define JOURNAL_REC_MAGIC    0x4d52547eu /* "~TRM" */
 #define JOURNAL_VERSION      1u
+/* Envelope versions: 1 has no recipient flags, 2 adds a u8 after state. */
+#define JOURNAL_ENV_VERSION  2u
 
 /* Bounds checked on write and on read: a corrupt length can never cause
  * an allocation or a read larger than this. */
@@ -85,6 +87,7 @@ struct journal_rec_hdr {
 struct journal_rcpt_update {
 	uint32_t index;
 	uint8_t state;
+	uint8_t flags;
 	uint16_t attempts;
 	int64_t next_try_ms;
 };

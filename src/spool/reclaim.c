@@ -183,6 +183,7 @@ static int compact_copy(struct spool *s, struct spool_entry *e)
 	}
 	for (uint32_t i = 0; i < e->n_rcpts; i++) {
 		m->rcpts[i].state = e->rcpts[i].state;
+		m->rcpts[i].flags = e->rcpts[i].flags;
 		m->rcpts[i].attempts = e->rcpts[i].attempts;
 		m->rcpts[i].next_try_ms = e->rcpts[i].next_try_ms;
 	}

@@ -239,10 +239,12 @@ static int apply(struct spool *s, struct spool_seg *seg, struct reader *r, uint6
 			return 0;
 		}
 		e->rcpts[u.index].state = u.state;
+		e->rcpts[u.index].flags = u.flags;
 		e->rcpts[u.index].attempts = u.attempts;
 		e->rcpts[u.index].next_try_ms = u.next_try_ms;
 		if (e->recovered != NULL) {
 			e->recovered->rcpts[u.index].state = u.state;
+			e->recovered->rcpts[u.index].flags = u.flags;
 			e->recovered->rcpts[u.index].attempts = u.attempts;
 			e->recovered->rcpts[u.index].next_try_ms = u.next_try_ms;
 		}
@@ -430,10 +432,12 @@ static int load_segment(struct spool *s, uint32_t no, bool last, struct spool_se
 	return renameat(s->dirfd, name, s->dirfd, aside) == 0 ? 0 : errno;
 }
 
+/* A final recipient whose notice is owed keeps its message too: the
+ * queue sends the notice after the restart. */
 static bool has_pending(const struct spool_entry *e)
 {
 	for (uint32_t i = 0; i < e->n_rcpts; i++)
-		if (e->rcpts[i].state == RCPT_PENDING)
+		if (e->rcpts[i].state == RCPT_PENDING || (e->rcpts[i].flags & RCPT_F_DSN_OWED))
 			return true;
 	return false;
 }

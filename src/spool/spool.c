@@ -161,6 +161,7 @@ struct spool_entry *spool_entry_new(const struct message *m)
 	e->n_rcpts = (uint32_t)m->n_rcpts;
 	for (size_t i = 0; i < m->n_rcpts; i++) {
 		e->rcpts[i].state = m->rcpts[i].state;
+		e->rcpts[i].flags = m->rcpts[i].flags;
 		e->rcpts[i].attempts = m->rcpts[i].attempts;
 		e->rcpts[i].next_try_ms = m->rcpts[i].next_try_ms;
 	}
@@ -826,7 +827,7 @@ int spool_update_rcpt(struct spool *s, const struct message *msg, size_t i)
 		return EINVAL;
 	r = &msg->rcpts[i];
 	u = (struct journal_rcpt_update){
-		.index = (uint32_t)i, .state = r->state, .attempts = r->attempts,
+		.index = (uint32_t)i, .state = r->state, .flags = r->flags, .attempts = r->attempts,
 		.next_try_ms = r->next_try_ms,
 	};
 	journal_rcpt_encode(payload, &u);
@@ -834,6 +835,7 @@ int spool_update_rcpt(struct spool *s, const struct message *msg, size_t i)
 	if (err != 0)
 		return err;
 	e->rcpts[i].state = r->state;
+	e->rcpts[i].flags = r->flags;
 	e->rcpts[i].attempts = r->attempts;
 	e->rcpts[i].next_try_ms = r->next_try_ms;
 	return 0;
