@@ -102,6 +102,7 @@ static void retired_check_cb(evutil_socket_t fd, short what, void *arg)
 		*pp = r->next;
 		config_free(r->cfg);
 		free(r);
+		log_info("reload: a replaced configuration is no longer in use; freed");
 	}
 	if (srv->retired != NULL)
 		evtimer_add(srv->retired_timer, &tv);
