@@ -609,6 +609,48 @@ static void test_updates_and_done(void **state)
 	message_free(c);
 }
 
+/* Recipient flags (hold, a notice owed, delay notices sent) survive a
+ * restart, and a final recipient whose notice is owed keeps its message. */
+static void test_rcpt_flags(void **state)
+{
+	struct fixture *f = *state;
+	struct message *a = make_msg(1, 2), *b = make_msg(2, 1);
+	struct ack acks[2];
+	static struct recovered r;
+
+	f->s = open_spool(f);
+	a->rcpts[1].flags = RCPT_F_HELD; /* in the envelope itself (version 2) */
+	submit(f, a, 300, &acks[0]);
+	submit(f, b, 300, &acks[1]);
+	wait_acks(f);
+	a->rcpts[0].flags = (uint8_t)(2u << 4); /* two delay notices sent */
+	assert_int_equal(spool_update_rcpt(f->s, a, 0), 0);
+	b->rcpts[0].state = RCPT_FAILED;
+	b->rcpts[0].flags = RCPT_F_DSN_OWED;
+	assert_int_equal(spool_update_rcpt(f->s, b, 0), 0);
+	reopen(f);
+	recover_all(f, &r);
+	assert_int_equal(r.n, 2);
+	assert_int_equal(RCPT_DELAYS(r.m[0]->rcpts[0].flags), 2);
+	assert_int_equal(r.m[0]->rcpts[1].flags, RCPT_F_HELD);
+	/* b has no pending recipient, but its notice is owed: recovered. */
+	assert_int_equal(r.m[1]->id, b->id);
+	assert_int_equal(r.m[1]->rcpts[0].state, RCPT_FAILED);
+	assert_int_equal(r.m[1]->rcpts[0].flags, RCPT_F_DSN_OWED);
+	/* Once the notice is queued the mark goes, and so does the message. */
+	r.m[1]->rcpts[0].flags = 0;
+	assert_int_equal(spool_update_rcpt(f->s, r.m[1], 0), 0);
+	spool_close(f->s);
+	f->s = open_spool(f);
+	free_recovered(&r);
+	recover_all(f, &r);
+	assert_int_equal(r.n, 1);
+	assert_int_equal(r.m[0]->id, a->id);
+	free_recovered(&r);
+	message_free(a);
+	message_free(b);
+}
+
 /* The child of the crash test: submit until killed, reporting each id
  * once it is acknowledged. */
 struct crash_child {
@@ -1046,6 +1088,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_updates_and_done, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rcpt_flags, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_kill9, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_records, setup, teardown),
