@@ -365,6 +365,9 @@ static const char *const note_headings[] = {
 	[DSN_ACTION_DELIVERED] = "Your message was delivered to these recipients:",
 };
 
+/* Continuation lines of a recipient in the note. */
+#define NOTE_INDENT "    "
+
 /* "<addr>: host mx.example.org said: 550 5.1.1 ..." or, for tern's own
  * reason, "<addr>: host mx.example.org: connection refused (4.4.1)". */
 static void put_note_rcpt(struct strbuf *sb, const struct dsn_rcpt *r)
@@ -372,7 +375,7 @@ static void put_note_rcpt(struct strbuf *sb, const struct dsn_rcpt *r)
 	const struct delivery_status *ds = r->status;
 	struct wrap w;
 
-	wrap_begin(&w, sb, 0, "    ");
+	wrap_begin(&w, sb, 0, NOTE_INDENT);
 	wrap_puts(&w, "<");
 	wrap_addr(&w, r->addr);
 	wrap_puts(&w, ">: ");
@@ -391,15 +394,19 @@ static void put_note_rcpt(struct strbuf *sb, const struct dsn_rcpt *r)
 		wrap_puts(&w, status_code(ds));
 		wrap_puts(&w, ")");
 	}
+	strbuf_puts(sb, "\r\n");
+	/* A line of its own: the remote's text ends in no particular way. */
 	if (r->action == DSN_ACTION_DELAYED && r->will_retry_until_ms != 0) {
 		char date[DATE_MAX];
 
 		format_date(r->will_retry_until_ms, date, sizeof(date));
-		wrap_puts(&w, " Trying until ");
+		strbuf_puts(sb, NOTE_INDENT);
+		wrap_begin(&w, sb, strlen(NOTE_INDENT), NOTE_INDENT);
+		wrap_puts(&w, "Still trying until ");
 		wrap_puts(&w, date);
 		wrap_puts(&w, ".");
+		strbuf_puts(sb, "\r\n");
 	}
-	strbuf_puts(sb, "\r\n");
 }
 
 static void put_note(const struct dsn_input *in, struct strbuf *sb)
@@ -409,10 +416,14 @@ static void put_note(const struct dsn_input *in, struct strbuf *sb)
 
 	format_date(in->arrival_ms, date, sizeof(date));
 	snprintf(id, sizeof(id), "%016" PRIx64, in->queue_id);
+	/* Broken by hand so that the date stays on one line. */
 	wrap_begin(&w, sb, 0, "");
 	wrap_puts(&w, "This is the mail system at ");
 	wrap_puts(&w, in->reporting_mta);
-	wrap_puts(&w, ", about your message received ");
+	wrap_puts(&w, ", about your message");
+	strbuf_puts(sb, "\r\n");
+	wrap_begin(&w, sb, 0, "");
+	wrap_puts(&w, "received ");
 	wrap_puts(&w, date);
 	wrap_puts(&w, " (queue id ");
 	wrap_puts(&w, id);

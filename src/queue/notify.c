@@ -244,10 +244,14 @@ void notify_delays_due(struct qmsg *m, int64_t now)
 	log_notice(m, "delay", n, err);
 	for (size_t k = 0; k < n; k++) {
 		/* Counted even when it could not be queued: a full disk must not
-		 * turn the next attempts into a storm of delay notices. */
+		 * turn the next attempts into a storm of delay notices. Every
+		 * notify time already past counts: after a long stop, one notice
+		 * stands for all of them. */
 		struct rcpt *r = &msg->rcpts[idx[k]];
 
-		r->flags = (uint8_t)((r->flags & RCPT_F_KNOWN) | ((RCPT_DELAYS(r->flags) + 1) << 4));
+		do
+			r->flags = (uint8_t)((r->flags & RCPT_F_KNOWN) | ((RCPT_DELAYS(r->flags) + 1) << 4));
+		while (notify_next_delay_ms(m->q, msg, idx[k]) <= now);
 		queue_record_rcpt(m, idx[k]);
 	}
 out:
