@@ -4,9 +4,9 @@
  * RFC 3464 delivery-status report and the original (or its header).
  *
  * Invariants of what it writes:
- *  - every line ends with CRLF and holds at most LINE_HARD bytes; where
- *    tern picks the breaks, lines stay within LINE_SOFT when there is a
- *    space to break at;
+ *  - every line tern writes ends with CRLF and holds at most LINE_HARD
+ *    bytes; where tern picks the breaks, lines stay within LINE_SOFT when
+ *    there is a space to break at (the original's lines are its own);
  *  - the note and the report are printable 7-bit ASCII whatever the remote
  *    said: its reply text is flattened onto one logical line (CR, LF and
  *    tabs become spaces, other controls and 8-bit bytes '?') and folded;
@@ -344,15 +344,16 @@ static void put_report(const struct dsn_input *in, struct strbuf *sb)
 			wrap_begin(&w, sb, strlen("Diagnostic-Code: smtp; "), " ");
 			wrap_reply(&w, ds);
 			strbuf_puts(sb, "\r\n");
+		} else if (ds->text[0] != '\0') {
+			/* tern's own reason (a DNS failure, an expiry, a refused
+			 * connection): an extension diagnostic type (RFC 3464
+			 * §2.3.6), as Postfix writes X-Postfix. */
+			put_field(sb, "Diagnostic-Code", "X-Tern", ds->text);
 		}
 		if (r->last_attempt_ms != 0)
 			put_date_field(sb, "Last-Attempt-Date", r->last_attempt_ms);
 		if (r->action == DSN_ACTION_DELAYED && r->will_retry_until_ms != 0)
 			put_date_field(sb, "Will-Retry-Until", r->will_retry_until_ms);
-		/* Tern's own reasons are no diagnostic of the transport (RFC 3464
-		 * §2.3.6); an extension field (§3.3) keeps them for programs. */
-		if (!is_remote_reply(ds) && ds->text[0] != '\0')
-			put_field(sb, "X-Tern-Reason", NULL, ds->text);
 	}
 }
 
@@ -363,6 +364,11 @@ static const char *const note_headings[] = {
 	[DSN_ACTION_DELAYED] = ("Your message has not been delivered yet to these recipients. "
 				"The mail system keeps trying; there is no need to send it again."),
 	[DSN_ACTION_DELIVERED] = "Your message was delivered to these recipients:",
+};
+
+/* Failures first: they are what the sender must act on. */
+static const enum dsn_action note_order[] = {
+	DSN_ACTION_FAILED, DSN_ACTION_DELAYED, DSN_ACTION_DELIVERED,
 };
 
 /* Continuation lines of a recipient in the note. */
@@ -429,11 +435,12 @@ static void put_note(const struct dsn_input *in, struct strbuf *sb)
 	wrap_puts(&w, id);
 	wrap_puts(&w, ").");
 	strbuf_puts(sb, "\r\n");
-	for (int action = DSN_ACTION_FAILED; action <= DSN_ACTION_DELIVERED; action++) {
+	for (size_t k = 0; k < sizeof(note_order) / sizeof(note_order[0]); k++) {
+		enum dsn_action action = note_order[k];
 		bool heading = false;
 
 		for (size_t i = 0; i < in->n_rcpts; i++) {
-			if (in->rcpts[i].action != (enum dsn_action)action)
+			if (in->rcpts[i].action != action)
 				continue;
 			if (!heading) {
 				strbuf_puts(sb, "\r\n");
@@ -636,9 +643,10 @@ static bool contains(const char *hay, size_t hay_len, const char *needle)
 }
 
 /*
- * A boundary found in none of the parts. "=_" can begin no line of
- * quoted-printable or base64, so it rarely meets even an original that
- * holds MIME parts of its own; the counter is tried further when it does.
+ * A boundary found in none of the parts. "=_" occurs in no
+ * quoted-printable or base64 text, so it rarely meets even an original
+ * that holds MIME parts of its own; the counter is tried further when it
+ * does.
  * The counter is of fixed width, so one place in the parts can rule out
  * only one candidate, and the search ends.
  */

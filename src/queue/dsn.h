@@ -29,7 +29,8 @@ struct dsn_rcpt {
 	const char *addr;            /* the recipient as given at RCPT TO, without <> */
 	const char *orcpt;           /* ORCPT= as given ("rfc822;bob@example.org", xtext), or NULL */
 	enum dsn_action action;
-	const struct delivery_status *status; /* code, enhanced code, text, remote or tern's */
+	const struct delivery_status *status; /* never NULL: code, enhanced code, text,
+					       * the remote's words or tern's */
 	const char *remote_mta;      /* host name of the remote MTA that answered, or NULL */
 	int64_t last_attempt_ms;     /* 0: no attempt recorded */
 	int64_t will_retry_until_ms; /* delayed: when tern gives up; else 0 */
@@ -45,7 +46,7 @@ struct dsn_input {
 	int64_t arrival_ms;
 	int64_t now_ms;
 	bool ret_full;               /* RET=FULL: return the whole message, else its header */
-	const char *body;            /* the original as stored: CRLF lines, header then body */
+	const char *body;            /* never NULL: the original as stored, CRLF lines */
 	size_t body_len;
 	const struct dsn_rcpt *rcpts;
 	size_t n_rcpts;              /* at least 1 */

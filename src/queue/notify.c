@@ -151,6 +151,9 @@ static int queue_notice(struct qmsg *m, const size_t *idx, const enum dsn_action
 		goto done;
 	memcpy(body->data, out.data, out.len);
 	notice->body_type = eight_bit ? MSG_BODY_8BITMIME : MSG_BODY_7BIT;
+	/* A UTF-8 return path (the original came with SMTPUTF8) is the notice's
+	 * recipient and in its header: the notice needs SMTPUTF8 too. */
+	notice->smtputf8 = m->msg->smtputf8;
 	err = queue_submit(q, notice, body, NULL, NULL);
 	notice = NULL; /* the queue's now, whatever the outcome */
 	body = NULL;
