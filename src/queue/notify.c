@@ -181,16 +181,28 @@ static void log_notice(const struct qmsg *m, const char *kind, size_t n, int err
 			  "in a minute", m->msg->id, kind, m->msg->sender, strerror(err));
 }
 
+static bool owes_any(const struct message *msg)
+{
+	for (size_t i = 0; i < msg->n_rcpts; i++)
+		if (msg->rcpts[i].flags & RCPT_F_DSN_OWED)
+			return true;
+	return false;
+}
+
 void notify_owed(struct qmsg *m)
 {
 	struct message *msg = m->msg;
-	size_t *idx = calloc(msg->n_rcpts, sizeof(*idx));
-	enum dsn_action *action = calloc(msg->n_rcpts, sizeof(*action));
+	size_t *idx, n = 0;
+	enum dsn_action *action;
 	int64_t now = clock_wall_ms();
-	size_t n = 0;
 	bool failed = false;
 	int err;
 
+	/* Every settled attempt passes here: most owe nothing. */
+	if (!owes_any(msg))
+		return;
+	idx = calloc(msg->n_rcpts, sizeof(*idx));
+	action = calloc(msg->n_rcpts, sizeof(*action));
 	if (idx == NULL || action == NULL) {
 		err = ENOMEM;
 		goto out_err;
