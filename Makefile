@@ -10,7 +10,7 @@ CSTD     = -std=c11 -D_GNU_SOURCE
 WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
 CPPFLAGS += -Isrc
-LDLIBS  += -lunbound -levent -levent_pthreads -lpthread
+LDLIBS  += -lunbound -levent -levent_pthreads -lpthread -ljansson
 
 LIB_SRC  = $(wildcard src/*/*.c)
 TERN_SRC = src/main.c

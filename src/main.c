@@ -3,13 +3,15 @@
  *
  * Subcommands are dispatched from a table; each parses its own options.
  * Exit codes: 0 success, 1 the thing checked is wrong (e.g. an invalid
- * configuration), 2 usage errors.
+ * configuration), 2 usage errors; `tern queue` adds 3, the server could
+ * not be reached or failed (admin.h).
  */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin/admin.h"
 #include "config/settings.h"
 #include "route/explain.h"
 #include "server/server.h"
@@ -41,6 +43,11 @@ static const char usage_text[] =
 	"                     the order tried, source addresses, EHLO name, TLS policy.\n"
 	"                     Asks the configured resolver. SENDER defaults to <>.\n"
 	"                     Exit 0 when every recipient has an address to try, else 1.\n"
+	"  queue [-c FILE] [--json] [--url URL] list|show|retry|hold|release|cancel ...\n"
+	"                     list and manage queued mail through the running server's\n"
+	"                     management API (a listener with protocol \"http\"); see\n"
+	"                     'tern queue --help'. Exit 0 done, 1 no such message or\n"
+	"                     nothing matched, 2 usage, 3 server unreachable or failed.\n"
 	"  config check [-c FILE] [--strict]\n"
 	"                     validate the configuration; every problem is printed as\n"
 	"                     FILE:LINE:COL: key: message. Exit 0 when valid, else 1.\n"
@@ -266,5 +273,7 @@ int main(int argc, char **argv)
 		return cmd_send(argc - 1, argv + 1);
 	if (strcmp(argv[1], "route") == 0)
 		return cmd_route(argc - 1, argv + 1);
+	if (strcmp(argv[1], "queue") == 0)
+		return admin_queue_main(argc - 1, argv + 1, TERN_DEFAULT_CONFIG);
 	return usage_error("unknown command '%s'", argv[1]);
 }

@@ -29,6 +29,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "util/base64.h"
+
 /* RFC 5322 §2.1.1: lines SHOULD stay within 78 characters and MUST
  * within 998, CRLF excluded. */
 #define LINE_SOFT 78
@@ -478,22 +480,12 @@ static void put_header_addr(struct strbuf *sb, const char *addr)
 
 static void put_base64(struct strbuf *sb, const unsigned char *s, size_t len)
 {
-	static const char digits[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	char out[BASE64_ENCODED_LEN(EWORD_BYTES) + 1];
 
-	for (size_t i = 0; i < len; i += 3) {
-		uint32_t v = (uint32_t)s[i] << 16;
-		size_t n = len - i < 3 ? len - i : 3;
-
-		if (n > 1)
-			v |= (uint32_t)s[i + 1] << 8;
-		if (n > 2)
-			v |= s[i + 2];
-		strbuf_putc(sb, digits[(v >> 18) & 63]);
-		strbuf_putc(sb, digits[(v >> 12) & 63]);
-		strbuf_putc(sb, n > 1 ? digits[(v >> 6) & 63] : '=');
-		strbuf_putc(sb, n > 2 ? digits[v & 63] : '=');
-	}
+	/* An encoded word's payload is short; longer input is the caller's bug. */
+	if (len > EWORD_BYTES)
+		len = EWORD_BYTES;
+	strbuf_append(sb, out, base64_encode(s, len, out));
 }
 
 /*

@@ -58,8 +58,8 @@ struct queue_rcpt_info {
 void queue_rcpt_info(struct queue *q, const struct message *msg, size_t i,
 		     struct queue_rcpt_info *out);
 
-/* Every queued message (durable, with a recipient still pending), in no
- * particular order, until cb returns false. */
+/* Every message the queue holds (durable, with a recipient still pending
+ * or a notice still owed), in no particular order, until cb returns false. */
 void queue_visit(struct queue *q, bool (*cb)(void *arg, const struct message *msg), void *arg);
 const struct message *queue_find(struct queue *q, uint64_t id);
 /* A delivery of it is out at the connector right now. */

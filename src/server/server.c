@@ -20,6 +20,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "admin/admin.h"
 #include "config/settings.h"
 #include "dns/resolver.h"
 #include "inbound/inbound.h"
@@ -34,6 +35,7 @@
 
 struct server_run {
 	struct server srv;
+	struct admin *admin; /* the management API (http listeners) */
 	struct event *sig_term, *sig_int, *sig_hup, *stop_poll;
 	int64_t stop_deadline_polls;
 };
@@ -144,6 +146,11 @@ static int server_start(struct server_run *run, const char *config_path)
 		log_error("%s", err);
 		return -1;
 	}
+	run->admin = admin_start(srv, err, sizeof(err));
+	if (run->admin == NULL) {
+		log_error("%s", err);
+		return -1;
+	}
 	run->sig_term = evsignal_new(srv->base, SIGTERM, signal_cb, run);
 	run->sig_int = evsignal_new(srv->base, SIGINT, signal_cb, run);
 	run->sig_hup = evsignal_new(srv->base, SIGHUP, sighup_cb, run);
@@ -171,6 +178,7 @@ static void server_teardown(struct server_run *run)
 		event_free(run->sig_hup);
 	if (run->stop_poll != NULL)
 		event_free(run->stop_poll);
+	admin_free(run->admin);
 	/* Sessions first (they forget their pending submits), then connections;
 	 * closing the spool may still complete submits, so the queue goes after. */
 	if (srv->inbound != NULL)

@@ -1,10 +1,11 @@
 /*
- * text.h - small text helpers that know nothing about mail: hashing and
- * edit distance (for "did you mean" suggestions).
+ * text.h - small text helpers that know nothing about mail: hashing, edit
+ * distance (for "did you mean" suggestions) and UTF-8 validity.
  */
 #ifndef TERN_UTIL_TEXT_H
 #define TERN_UTIL_TEXT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,5 +27,9 @@ static inline uint64_t text_hash(const char *s, size_t len)
 /* Levenshtein distance, or SIZE_MAX when either text is longer than
  * TEXT_EDIT_MAX bytes. */
 size_t text_edit_distance(const char *a, size_t alen, const char *b, size_t blen);
+
+/* Is s well-formed UTF-8 (RFC 3629: shortest forms only, no surrogates,
+ * nothing past U+10FFFF)? */
+bool text_utf8_valid(const char *s, size_t len);
 
 #endif
