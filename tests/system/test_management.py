@@ -236,10 +236,13 @@ def test_retry_attempts_again(tmp_path):
     with management_server(tmp_path) as (tern, api):
         qid = send(tern, "alice@example.org", ["bob@example.net", "carol@example.net"])
         wait_outcomes(tern, qid, 2)
+        expires = [r["expires"] for r in api.show(qid)["recipients"]]
         status, body = api.post("/api/queue/messages/%s/retry" % qid)
         assert (status, body) == (200, {"changed": 2})
         wait_outcomes(tern, qid, 4)
         assert [r["attempts"] for r in api.show(qid)["recipients"]] == [2, 2]
+        # A manual retry leaves the expiry where it was (arrival + expire).
+        assert [r["expires"] for r in api.show(qid)["recipients"]] == expires
         assert attempts_logged(tern, qid, "bob@example.net") == [1, 2]
         assert tern.log_lines("admin: %s: retry %s: 2 recipients changed" % (USER, qid))
 
