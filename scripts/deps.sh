@@ -5,8 +5,8 @@
 # Only missing packages are installed; an up-to-date machine does nothing.
 set -euo pipefail
 
-build_pkgs=(gcc make libc6-dev libevent-dev libunbound-dev libjansson-dev)
-test_pkgs=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-aiosmtpd
+build_pkgs=(gcc make libc6-dev libevent-dev libunbound-dev libjansson-dev libssl-dev)
+test_pkgs=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-aiosmtpd openssl
 	   postfix dovecot-lmtpd dovecot-core nsd nftables dnsutils iproute2)
 
 want=("${build_pkgs[@]}")

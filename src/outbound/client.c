@@ -16,9 +16,27 @@
  * Entering a transaction state writes whatever the sender has not yet
  * written up to that state, so lockstep and pipelining share every handler.
  *
+ * TLS (RFC 3207): after the first EHLO, the policy in target.tls and the
+ * server's STARTTLS keyword decide: ST_STARTTLS sends STARTTLS; on 220
+ * the bufferevent is wrapped in a libevent OpenSSL filter (which then owns
+ * the SSL and the plain bufferevent) and ST_TLS_HANDSHAKE waits for the
+ * handshake; then the policy judges the certificate, and EHLO starts over
+ * (parse_ehlo forgets the first reply's extensions). Implicit TLS wraps the
+ * connection right after connect and reads the greeting over TLS. A
+ * refused STARTTLS (4xx/5xx) leaves an opportunistic session in clear, as
+ * Postfix does; a handshake that fails or stalls fails the connection
+ * (tls_outcome TLS_FAILED), and the owner may connect again in clear.
+ *
  * Invariants:
  * - One timer, re-armed on entering every state from that state's table
- *   entry: a timeout is always the current stage's own value.
+ *   entry: a timeout is always the current stage's own value. The one
+ *   exception is TIMER_STAGE_SHARED: STARTTLS and the handshake after it
+ *   share one timeouts.tls, as SPEC §3.4 says.
+ * - The TLS outcome (tls_outcome) is decided once, at the first hello
+ *   reply or at the handshake, and never changes after: TLS is started at
+ *   most once per connection, however often a server offers STARTTLS.
+ * - No reply is read in ST_TLS_HANDSHAKE: bytes that arrive with the end
+ *   of the handshake wait in the buffer for the state that follows.
  * - Every command written gets its reply consumed before the transaction
  *   ends, unless the connection is closed.
  * - A transaction ends once (finish_txn), every recipient's status filled:
@@ -39,10 +57,12 @@
  * SIGPIPE must be ignored by the process (the server does at start-up):
  * libevent writes with writev().
  *
- * Not done here: STARTTLS (its state is in the table; nothing enters it
- * yet); closing idle connections (no timer runs while idle: the connector
- * decides how long to keep one); choosing addresses or source addresses,
- * reusing connections (connector); retry policy.
+ * Not done here: choosing the TLS policy (route/tlspolicy.h) or falling
+ * back to clear after a failed handshake (connector); a QUIT before
+ * closing a connection whose certificate the policy refused (it is just
+ * closed); closing idle connections (no timer runs while idle: the
+ * connector decides how long to keep one); choosing addresses or source
+ * addresses, reusing connections (connector); retry policy.
  */
 #include "outbound/client.h"
 
@@ -58,9 +78,11 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 
 #include "outbound/reply.h"
+#include "util/base64.h"
 #include "util/strbuf.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
@@ -77,6 +99,10 @@
 #define AUTH_FIELD_MAX 255
 /* The longest AUTH data: RFC 4616's NUL user NUL secret. */
 #define AUTH_DATA_MAX (2 * AUTH_FIELD_MAX + 2)
+/* How much the TLS layer encrypts ahead of the socket: without a bound
+ * the whole body would be copied, encrypted, into the socket's buffer. */
+#define TLS_WRITE_HIGH (64 * 1024)
+#define TLS_WRITE_LOW (16 * 1024)
 
 /* Setup states come before ST_IDLE: before_ready() relies on the order. */
 enum state {
@@ -86,6 +112,7 @@ enum state {
 	ST_LHLO,
 	ST_HELO,
 	ST_STARTTLS,
+	ST_TLS_HANDSHAKE,
 	ST_AUTH_PLAIN,
 	ST_AUTH_LOGIN,      /* "AUTH LOGIN" sent, waiting for 334 */
 	ST_AUTH_LOGIN_USER, /* user name sent, waiting for 334 */
@@ -102,7 +129,20 @@ enum state {
 	ST_COUNT
 };
 
-enum timer_kind { TIMER_STAGE, TIMER_NONE, TIMER_QUIT };
+/* TIMER_STAGE_SHARED: the timer keeps running when the state before was
+ * of the same stage, else it is armed as TIMER_STAGE. */
+enum timer_kind { TIMER_STAGE, TIMER_STAGE_SHARED, TIMER_NONE, TIMER_QUIT };
+
+/* What became of TLS on the connection; see client_tls_summary. */
+enum tls_outcome {
+	TLS_UNDECIDED,          /* before the first hello reply (or handshake) */
+	TLS_ON,                 /* tls_info holds the handshake */
+	TLS_OFF_DISABLED,       /* policy TLS_USE_NEVER */
+	TLS_OFF_NOT_OFFERED,
+	TLS_OFF_REFUSED,        /* STARTTLS answered tls_refused_code */
+	TLS_OFF_AFTER_FAILURE,  /* TLS_USE_NEVER after a failed handshake */
+	TLS_FAILED,             /* STARTTLS or the handshake failed or stalled */
+};
 
 enum deferred { DEFER_NONE, DEFER_ABORT, DEFER_TXN_DONE };
 
@@ -117,7 +157,7 @@ struct client {
 
 	/* The target, its strings copied: the owner's need not outlive us. */
 	struct client_target target;
-	char *host, *helo_name, *auth_user, *auth_secret;
+	char *host, *helo_name, *auth_user, *auth_secret, *tls_name;
 	char peer_text[IPADDR_STRLEN];
 	char where[400];              /* "host[ip]:port [from ip]", for connect errors */
 
@@ -136,6 +176,9 @@ struct client {
 	bool auth_plain, auth_login;  /* mechanisms offered */
 	uint64_t max_size;            /* SIZE limit; 0 = none announced */
 	bool need_rset;               /* the server may still hold a transaction */
+	enum tls_outcome tls_outcome;
+	struct tls_info tls_info;     /* TLS_ON: the handshake */
+	int tls_refused_code;         /* TLS_OFF_REFUSED: the reply code */
 
 	/* The transaction in progress; NULL when none. */
 	struct client_txn *txn;
@@ -158,10 +201,10 @@ struct client {
 typedef bool send_fn(struct client *c);
 typedef void reply_fn(struct client *c, const struct reply *r);
 
-static send_fn send_ehlo, send_lhlo, send_helo, send_auth_plain, send_auth_login,
+static send_fn send_ehlo, send_lhlo, send_helo, send_starttls, send_auth_plain, send_auth_login,
 	send_login_user, send_login_pass, send_txn, send_body, send_quit;
-static reply_fn on_greeting, on_ehlo, on_helo, on_auth_challenge, on_auth_done, on_idle_reply,
-	on_rset, on_mail, on_rcpt, on_data, on_final, on_quit;
+static reply_fn on_greeting, on_ehlo, on_helo, on_starttls, on_auth_challenge, on_auth_done,
+	on_idle_reply, on_rset, on_mail, on_rcpt, on_data, on_final, on_quit;
 
 /*
  * What each state is. The name goes into status texts ("waiting for the
@@ -180,8 +223,9 @@ static const struct state_info {
 	[ST_EHLO] = { "EHLO", STAGE_EHLO, TIMER_STAGE, send_ehlo, on_ehlo },
 	[ST_LHLO] = { "LHLO", STAGE_EHLO, TIMER_STAGE, send_lhlo, on_ehlo },
 	[ST_HELO] = { "HELO", STAGE_EHLO, TIMER_STAGE, send_helo, on_helo },
-	/* Nothing enters STARTTLS yet: the TLS work fills in send and reply. */
-	[ST_STARTTLS] = { "STARTTLS", STAGE_TLS, TIMER_STAGE, NULL, NULL },
+	[ST_STARTTLS] = { "STARTTLS", STAGE_TLS, TIMER_STAGE, send_starttls, on_starttls },
+	/* Entered after STARTTLS's 220 (shared timer) or right after connect. */
+	[ST_TLS_HANDSHAKE] = { "TLS handshake", STAGE_TLS, TIMER_STAGE_SHARED, NULL, NULL },
 	[ST_AUTH_PLAIN] = { "AUTH", STAGE_EHLO, TIMER_STAGE, send_auth_plain, on_auth_done },
 	[ST_AUTH_LOGIN] = { "AUTH", STAGE_EHLO, TIMER_STAGE, send_auth_login, on_auth_challenge },
 	[ST_AUTH_LOGIN_USER] = { "AUTH", STAGE_EHLO, TIMER_STAGE, send_login_user, on_auth_challenge },
@@ -200,6 +244,8 @@ static const struct state_info {
 };
 
 static void enter(struct client *c, enum state st);
+static void start_tls(struct client *c);
+static void tls_established(struct client *c);
 
 /* ---- life ---- */
 
@@ -240,6 +286,7 @@ static void destroy(struct client *c)
 	free(c->host);
 	free(c->helo_name);
 	free(c->auth_user);
+	free(c->tls_name);
 	if (c->auth_secret != NULL) {
 		explicit_bzero(c->auth_secret, strlen(c->auth_secret));
 		free(c->auth_secret);
@@ -470,32 +517,11 @@ static bool clean_xtext(const char *s)
 }
 
 /* Base64 of n bytes into out (4 * ((n + 2) / 3) bytes); returns that length. */
-static size_t base64_encode(const unsigned char *p, size_t n, char *out)
-{
-	static const char tab[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	size_t o = 0;
-
-	for (size_t i = 0; i < n; i += 3) {
-		unsigned v = (unsigned)p[i] << 16;
-
-		if (i + 1 < n)
-			v |= (unsigned)p[i + 1] << 8;
-		if (i + 2 < n)
-			v |= p[i + 2];
-		out[o++] = tab[(v >> 18) & 63];
-		out[o++] = tab[(v >> 12) & 63];
-		out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
-		out[o++] = i + 2 < n ? tab[v & 63] : '=';
-	}
-	return o;
-}
-
 /* "PREFIX base64(data)" as one line (prefix at most 15 bytes, n at most
  * AUTH_DATA_MAX). Built on the stack and wiped after: it carries the secret. */
 static bool put_base64(struct client *c, const char *prefix, const unsigned char *data, size_t n)
 {
-	char line[16 + 4 * ((AUTH_DATA_MAX + 2) / 3) + 2];
+	char line[16 + BASE64_ENCODED_LEN(AUTH_DATA_MAX) + 2]; /* the NUL falls where CR goes */
 	size_t o = strlen(prefix);
 	bool ok;
 
@@ -555,6 +581,11 @@ static bool send_login_user(struct client *c)
 static bool send_login_pass(struct client *c)
 {
 	return put_base64(c, "", (const unsigned char *)c->auth_secret, strlen(c->auth_secret));
+}
+
+static bool send_starttls(struct client *c)
+{
+	return put_line(c, "STARTTLS", NULL);
 }
 
 static bool send_quit(struct client *c)
@@ -766,6 +797,7 @@ static void arm_timer(struct client *c)
 		ms = QUIT_TIMEOUT_MS;
 		break;
 	case TIMER_STAGE:
+	case TIMER_STAGE_SHARED:
 	default:
 		ms = stage_timeout_ms(c, si->stage);
 		break;
@@ -777,12 +809,15 @@ static void arm_timer(struct client *c)
 
 static void enter(struct client *c, enum state st)
 {
+	enum client_stage was = states[c->state].stage;
+
 	c->state = st;
 	if (states[st].send != NULL && !states[st].send(c)) {
 		fail_local(c, states[st].stage, "4.3.0", "out of memory writing %s", states[st].name);
 		return;
 	}
-	arm_timer(c);
+	if (states[st].timer != TIMER_STAGE_SHARED || states[st].stage != was)
+		arm_timer(c);
 }
 
 /* ---- replies: session setup ---- */
@@ -870,8 +905,41 @@ static void parse_ehlo(struct client *c, const struct reply *r)
 	}
 }
 
+/*
+ * The first hello reply is in: STARTTLS next, or on in clear? Returns
+ * true when the session goes on (to AUTH or READY), false when it went to
+ * STARTTLS or failed.
+ */
+static bool settle_tls(struct client *c)
+{
+	enum tls_use use = c->target.tls.policy.use;
+
+	switch (use) {
+	case TLS_USE_OFFERED:
+	case TLS_USE_REQUIRED:
+		if (c->ext & CLIENT_EXT_STARTTLS) {
+			enter(c, ST_STARTTLS);
+			return false;
+		}
+		if (use == TLS_USE_REQUIRED) {
+			fail_local(c, STAGE_TLS, "4.7.4", "TLS is required, but %s does not offer STARTTLS",
+				   c->host);
+			return false;
+		}
+		c->tls_outcome = TLS_OFF_NOT_OFFERED;
+		return true;
+	case TLS_USE_NEVER:
+	case TLS_USE_IMPLICIT: /* not undecided at a hello: the handshake came first */
+		break;
+	}
+	c->tls_outcome = c->target.tls.after_failure ? TLS_OFF_AFTER_FAILURE : TLS_OFF_DISABLED;
+	return true;
+}
+
 static void after_hello(struct client *c)
 {
+	if (c->tls_outcome == TLS_UNDECIDED && !settle_tls(c))
+		return;
 	if (c->auth_user == NULL)
 		ready(c);
 	else if (c->auth_plain)
@@ -902,6 +970,31 @@ static void on_helo(struct client *c, const struct reply *r)
 	}
 	c->ext = 0;
 	c->auth_plain = c->auth_login = false;
+	after_hello(c);
+}
+
+/* 220: the handshake. A refusal: in clear when TLS is only wanted (the
+ * session is as after the hello), a failure when it is required. */
+static void on_starttls(struct client *c, const struct reply *r)
+{
+	char text[sizeof(((struct delivery_status *)0)->text)];
+
+	if (r->code == 220) {
+		start_tls(c);
+		return;
+	}
+	if (r->code / 100 != 4 && r->code / 100 != 5) {
+		fail_unexpected(c, r);
+		return;
+	}
+	if (c->target.tls.policy.use == TLS_USE_REQUIRED) {
+		reply_join_text(r, text, sizeof(text));
+		fail_local(c, STAGE_TLS, "4.7.4", "TLS is required, but %s refused STARTTLS: %d %s",
+			   c->host, r->code, text);
+		return;
+	}
+	c->tls_outcome = TLS_OFF_REFUSED;
+	c->tls_refused_code = r->code;
 	after_hello(c);
 }
 
@@ -1073,7 +1166,9 @@ static void read_replies(struct client *c)
 	char line[REPLY_LINE_MAX + 1];
 	const char *err = NULL;
 
-	while (c->bev != NULL) {
+	/* Bytes that came with the end of the handshake wait for the state
+	 * after it (tls_established reads them). */
+	while (c->bev != NULL && c->state != ST_TLS_HANDSHAKE) {
 		struct evbuffer *in = bufferevent_get_input(c->bev);
 		size_t eol_len = 0, len;
 		struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
@@ -1136,21 +1231,66 @@ static void on_write(struct bufferevent *bev, void *arg)
 	cb_leave(c);
 }
 
+/* Mark the connection's TLS as failed, then fail it (at stage TLS). */
+static void fail_tls(struct client *c, const char *enhanced, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void fail_tls(struct client *c, const char *enhanced, const char *fmt, ...)
+{
+	char text[sizeof(((struct delivery_status *)0)->text)];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	c->tls_outcome = TLS_FAILED;
+	fail_local(c, STAGE_TLS, enhanced, "%s", text);
+}
+
+/* Why the connection ended, as ": reason" for a status text, or "": on a
+ * TLS connection OpenSSL's first error with a reason, else errno on an
+ * error. */
+static void loss_cause(struct client *c, short what, int err, char *out, size_t outlen)
+{
+	unsigned long code;
+	char reason[128], first[128] = "";
+
+	/* Latest first; none at once for a bufferevent without TLS. */
+	while ((code = bufferevent_get_openssl_error(c->bev)) != 0)
+		if (tls_error_reason(code, reason, sizeof(reason))[0] != '\0')
+			snprintf(first, sizeof(first), "%s", reason);
+	if (first[0] != '\0')
+		snprintf(out, outlen, ": %s", first);
+	else if (what & BEV_EVENT_ERROR)
+		snprintf(out, outlen, ": %s", strerror(err));
+	else
+		out[0] = '\0';
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct client *c = arg;
 	int err = EVUTIL_SOCKET_ERROR();
 	const char *name = states[c->state].name;
-	char cause[96] = "";
+	char cause[160];
 
 	(void)bev;
+	if ((what & BEV_EVENT_CONNECTED) && c->state == ST_TLS_HANDSHAKE) {
+		cb_enter(c);
+		tls_established(c);
+		cb_leave(c);
+		return;
+	}
 	if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
 		return; /* nothing else is asked for (we connect ourselves) */
 	cb_enter(c);
-	if (what & BEV_EVENT_ERROR)
-		snprintf(cause, sizeof(cause), ": %s", strerror(err));
+	loss_cause(c, what, err, cause, sizeof(cause));
 	if (c->state == ST_QUIT)
 		release(c);
+	else if (c->state == ST_TLS_HANDSHAKE)
+		fail_tls(c, "4.7.5", "TLS handshake failed%s", cause[0] != '\0' ? cause
+				: ": connection closed by the server");
+	else if (c->state == ST_STARTTLS)
+		fail_tls(c, "4.4.2", "connection lost during STARTTLS%s", cause);
 	else if (c->state == ST_IDLE)
 		fail_local(c, STAGE_MAIL_FROM, "4.4.2", "connection closed by the server while idle%s",
 			   cause);
@@ -1181,6 +1321,11 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 	else if (c->body_pending && (c->state == ST_DOT || c->state == ST_BDAT))
 		fail_local(c, STAGE_DATA, "4.4.2", "timed out after %s s sending the message body",
 			   secs);
+	else if (c->state == ST_TLS_HANDSHAKE)
+		fail_tls(c, "4.4.2", "timed out after %s s in %sthe TLS handshake", secs,
+			 c->target.tls.policy.use == TLS_USE_IMPLICIT ? "" : "STARTTLS and ");
+	else if (c->state == ST_STARTTLS)
+		fail_tls(c, "4.4.2", "timed out after %s s waiting for the STARTTLS reply", secs);
 	else
 		fail_local(c, si->stage, "4.4.2", "timed out after %s s waiting for the %s reply", secs,
 			   si->name);
@@ -1203,6 +1348,68 @@ static void on_deferred(evutil_socket_t fd, short what, void *arg)
 	cb_leave(c);
 }
 
+/* ---- TLS ---- */
+
+/* Wrap the connection in TLS and start the handshake: right after connect
+ * (implicit TLS) or after the 220 reply to STARTTLS. */
+static void start_tls(struct client *c)
+{
+	struct bufferevent *plain = c->bev, *tls;
+	struct ssl_st *ssl;
+	char err[160];
+
+	if (evbuffer_get_length(bufferevent_get_input(plain)) > 0) {
+		/* Nothing may come between the 220 and the handshake: such
+		 * bytes would be taken for replies that TLS protects. */
+		fail_tls(c, "4.7.5", "the server sent more after its 220 reply to STARTTLS");
+		return;
+	}
+	ssl = tls_client_ssl_new(c->target.tls.ctx, c->tls_name, err, sizeof(err));
+	if (ssl == NULL) {
+		fail_local(c, STAGE_TLS, "4.3.0", "cannot start TLS: %s", err);
+		return;
+	}
+	bufferevent_setwatermark(plain, EV_WRITE, TLS_WRITE_LOW, TLS_WRITE_HIGH);
+	tls = bufferevent_openssl_filter_new(c->base, plain, ssl, BUFFEREVENT_SSL_CONNECTING,
+					     BEV_OPT_CLOSE_ON_FREE);
+	if (tls == NULL) {
+		/* Depending on where libevent failed, it has freed the SSL and
+		 * the plain connection, or not: neither is touched again. Only
+		 * memory exhaustion gets here; a leak beats a double free. */
+		c->bev = NULL;
+		fail_local(c, STAGE_TLS, "4.3.0", "out of memory starting TLS");
+		return;
+	}
+	c->bev = tls;
+	bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+	bufferevent_setcb(tls, on_read, on_write, on_event, c);
+	if (bufferevent_enable(tls, EV_READ | EV_WRITE) != 0) {
+		fail_local(c, STAGE_TLS, "4.3.0", "cannot watch the connection");
+		return;
+	}
+	enter(c, ST_TLS_HANDSHAKE);
+}
+
+/* The handshake is done: the policy judges it, then the greeting
+ * (implicit TLS) or a new hello. */
+static void tls_established(struct client *c)
+{
+	tls_describe(bufferevent_openssl_get_ssl(c->bev), &c->tls_info);
+	c->tls_outcome = TLS_ON;
+	if (!tls_policy_met(&c->target.tls.policy, &c->tls_info)) {
+		fail_local(c, STAGE_TLS, "4.7.5", "TLS certificate of %s not accepted: %s", c->tls_name,
+			   c->tls_info.why_not);
+		return;
+	}
+	if (c->target.tls.policy.use == TLS_USE_IMPLICIT)
+		enter(c, ST_GREETING);
+	else
+		enter(c, c->target.lmtp ? ST_LHLO : ST_EHLO);
+	read_replies(c);
+}
+
+/* ---- starting ---- */
+
 static void start_session(struct client *c)
 {
 	c->bev = bufferevent_socket_new(c->base, c->fd, BEV_OPT_CLOSE_ON_FREE);
@@ -1218,7 +1425,10 @@ static void start_session(struct client *c)
 		fail_local(c, STAGE_CONNECT, "4.3.0", "cannot watch the connection");
 		return;
 	}
-	enter(c, ST_GREETING);
+	if (c->target.tls.policy.use == TLS_USE_IMPLICIT)
+		start_tls(c);
+	else
+		enter(c, ST_GREETING);
 }
 
 static void on_connected(evutil_socket_t fd, short what, void *arg)
@@ -1296,6 +1506,10 @@ static void open_connection(struct client *c)
 	    (strlen(c->auth_user) > AUTH_FIELD_MAX || strlen(c->auth_secret) > AUTH_FIELD_MAX)) {
 		fail_local(c, STAGE_CONNECT, "4.3.0", "AUTH user name or secret longer than %d bytes",
 			   AUTH_FIELD_MAX);
+		return;
+	}
+	if (c->target.tls.policy.use != TLS_USE_NEVER && c->target.tls.ctx == NULL) {
+		fail_local(c, STAGE_CONNECT, "4.3.0", "TLS wanted, but no TLS context given");
 		return;
 	}
 	c->fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
@@ -1380,7 +1594,8 @@ struct client *client_connect(struct event_base *base, const struct client_targe
 	    !copy_string(&c->host, target->host != NULL ? target->host : "") ||
 	    !copy_string(&c->helo_name, target->helo_name != NULL ? target->helo_name : "") ||
 	    !copy_string(&c->auth_user, with_auth ? target->auth_user : NULL) ||
-	    !copy_string(&c->auth_secret, with_auth ? target->auth_secret : NULL)) {
+	    !copy_string(&c->auth_secret, with_auth ? target->auth_secret : NULL) ||
+	    !copy_string(&c->tls_name, target->tls.name != NULL ? target->tls.name : c->host)) {
 		if (c->timer != NULL)
 			event_free(c->timer);
 		if (c->defer_ev != NULL)
@@ -1389,6 +1604,7 @@ struct client *client_connect(struct event_base *base, const struct client_targe
 		free(c->helo_name);
 		free(c->auth_user);
 		free(c->auth_secret);
+		free(c->tls_name);
 		free(c);
 		return NULL;
 	}
@@ -1396,6 +1612,7 @@ struct client *client_connect(struct event_base *base, const struct client_targe
 	c->target.helo_name = c->helo_name;
 	c->target.auth_user = c->auth_user;
 	c->target.auth_secret = c->auth_secret;
+	c->target.tls.name = c->tls_name;
 	describe_target(c);
 	c->state = ST_CONNECT;
 	c->in_api = true;
@@ -1519,6 +1736,39 @@ unsigned client_extensions(const struct client *c)
 const char *client_peer_text(const struct client *c)
 {
 	return c->peer_text;
+}
+
+const char *client_tls_summary(const struct client *c, char *buf, size_t len)
+{
+	switch (c->tls_outcome) {
+	case TLS_UNDECIDED:
+		snprintf(buf, len, "%s", "");
+		break;
+	case TLS_ON:
+		tls_info_format(&c->tls_info, buf, len);
+		break;
+	case TLS_OFF_DISABLED:
+		snprintf(buf, len, "%s", "none(disabled)");
+		break;
+	case TLS_OFF_NOT_OFFERED:
+		snprintf(buf, len, "%s", "none(not offered)");
+		break;
+	case TLS_OFF_REFUSED:
+		snprintf(buf, len, "none(STARTTLS refused: %d)", c->tls_refused_code);
+		break;
+	case TLS_OFF_AFTER_FAILURE:
+		snprintf(buf, len, "%s", "none(after a failed handshake)");
+		break;
+	case TLS_FAILED:
+		snprintf(buf, len, "%s", "none(TLS failed)");
+		break;
+	}
+	return buf;
+}
+
+bool client_tls_failed(const struct client *c)
+{
+	return c->tls_outcome == TLS_FAILED;
 }
 
 void client_quit(struct client *c)

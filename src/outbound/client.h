@@ -4,7 +4,9 @@
  *
  * Life of a client: client_connect() connects (binding the source address
  * first when one is given), reads the greeting, sends EHLO (LHLO for
- * LMTP), authenticates when credentials are given, and reports READY.
+ * LMTP), speaks STARTTLS and EHLO again when the TLS policy and the server
+ * say so (or does the TLS handshake first of all, for implicit TLS),
+ * authenticates when credentials are given, and reports READY.
  * Then client_send() carries one transaction at a time: MAIL, RCPT..., DATA
  * or BDAT, pipelined when the server offers PIPELINING. When the
  * transaction ends, its callback gets one delivery_status per recipient
@@ -25,10 +27,22 @@
 
 #include "outbound/status.h"
 #include "queue/message.h"
+#include "tls/tls.h"
 #include "util/ipaddr.h"
 
 struct event_base;
 struct client;
+
+/* TLS for one connection. A certificate that the policy refuses, a
+ * server without STARTTLS when the policy requires it, and a failed
+ * handshake all fail the connection at stage TLS, temporarily. */
+struct client_tls {
+	struct tls_policy policy;
+	const char *name;               /* SNI and the name the certificate must match */
+	struct tls_client *ctx;         /* needed unless policy.use is TLS_USE_NEVER */
+	bool after_failure;             /* TLS_USE_NEVER because TLS to this host failed
+					   lately: the summary says so */
+};
 
 struct client_target {
 	const char *host;               /* name for logs (relay address or MX host) */
@@ -40,6 +54,7 @@ struct client_target {
 	int64_t timeout_ms[STAGE_COUNT];
 	const char *auth_user;          /* AUTH PLAIN (or LOGIN) when both set */
 	const char *auth_secret;
+	struct client_tls tls;
 };
 
 /* What the server offered in its EHLO reply. */
@@ -85,6 +100,20 @@ bool client_is_idle(const struct client *c);
 unsigned client_extensions(const struct client *c);
 /* The address actually connected to and from, for logs ("192.0.2.1"). */
 const char *client_peer_text(const struct client *c);
+/*
+ * TLS on this connection, for the log: "TLSv1.3:TLS_AES_256_GCM_SHA384
+ * verified=yes", "... verified=no(self-signed certificate)", or in clear
+ * "none(disabled)", "none(not offered)", "none(STARTTLS refused: 454)",
+ * "none(after a failed handshake)", "none(TLS failed)"; "" while
+ * the session has not got that far. At most TLS_SUMMARY_MAX bytes with
+ * the NUL. Returns buf.
+ */
+const char *client_tls_summary(const struct client *c, char *buf, size_t len);
+/* Did the connection fail in STARTTLS or the TLS handshake (an error, a
+ * stall, the connection lost)? The owner of an opportunistic connection
+ * may then connect again in clear. A certificate the policy refused does
+ * not count: the handshake worked. */
+bool client_tls_failed(const struct client *c);
 /* Polite end: QUIT when idle, then free. Safe inside a callback. */
 void client_quit(struct client *c);
 /* Close at once and free. Safe inside a callback. */

@@ -29,6 +29,14 @@
  * when every host failed permanently (SPEC §3.5), and never permanently
  * for a relay: tern does not bounce mail because its own relay refused
  * to talk to it.
+ *
+ * TLS: every connection gets its policy from route/tlspolicy.h (SPEC §4).
+ * When opportunistic STARTTLS fails or stalls (client_tls_failed), the
+ * connection tries the same address again at once in clear, and the host
+ * and address are remembered (tls_fallback.h) for TLS_FALLBACK_HOLD_MS, so
+ * that connections to them meanwhile skip STARTTLS. A required TLS never
+ * falls back: its failure is the host's, temporary. The process's one
+ * TLS client context is the connector's.
  */
 #include "outbound/connector.h"
 
@@ -44,10 +52,13 @@
 #include "config/settings.h"
 #include "dns/resolver.h"
 #include "outbound/client.h"
+#include "outbound/tls_fallback.h"
 #include "route/nexthop.h"
 #include "route/plan.h"
+#include "route/tlspolicy.h"
 #include "server/server.h"
 #include "spool/spool.h"
+#include "util/clock.h"
 #include "util/log.h"
 #include "util/text.h"
 
@@ -56,6 +67,9 @@
  * default_destination_concurrency_limit is the same). */
 #define MX_DOMAIN_CONCURRENCY 20
 #define POOL_BUCKETS_MIN 64
+/* tern's choice: how long a host whose TLS handshake failed is spoken to
+ * in clear (SPEC §4 leaves it open). */
+#define TLS_FALLBACK_HOLD_MS (60 * 60 * 1000)
 
 struct pool;
 
@@ -68,6 +82,9 @@ struct conn {
 	bool any_temp, any_perm;
 	struct delivery_status temp, perm;
 	char last_relay[160];        /* the last host[address]:port tried */
+	char last_tls[TLS_SUMMARY_MAX]; /* and the TLS of its session, if any */
+	struct tls_policy tls;       /* of the current attempt */
+	bool in_clear;               /* the current address again, after a failed handshake */
 	struct client *client;
 	struct ipaddr remote_ip, local_ip;
 	struct delivery *busy;       /* current transaction, or NULL */
@@ -97,6 +114,8 @@ struct connector {
 	size_t n_buckets, n_pools;
 	size_t busy;
 	bool stopping;
+	struct tls_client *tls;               /* the process's TLS client context */
+	struct tls_fallback *tls_fallback;    /* hosts spoken to in clear for now */
 };
 
 static const char *pool_name(const struct pool *p)
@@ -227,12 +246,14 @@ static struct delivery *wait_pop(struct pool *p)
 	return d;
 }
 
-static void fail_waiting(struct pool *p, const struct delivery_status *why, const char *relay)
+static void fail_waiting(struct pool *p, const struct delivery_status *why, const char *relay,
+			 const char *tls)
 {
 	struct delivery *d;
 
 	while ((d = wait_pop(p)) != NULL) {
 		snprintf(d->relay, sizeof(d->relay), "%s", relay);
+		snprintf(d->tls, sizeof(d->tls), "%s", tls);
 		fail_delivery(p->cn, d, why);
 	}
 }
@@ -299,6 +320,7 @@ static void conn_relay_text(const struct conn *c, char *out, size_t outlen)
 static void stamp_delivery(const struct conn *c, struct delivery *d)
 {
 	snprintf(d->relay, sizeof(d->relay), "%s", c->last_relay);
+	client_tls_summary(c->client, d->tls, sizeof(d->tls));
 	snprintf(d->mx, sizeof(d->mx), "%s", conn_host(c)->name);
 	d->remote_ip = c->remote_ip;
 	d->local_ip = c->local_ip;
@@ -441,6 +463,17 @@ static bool conn_connect(struct conn *c)
 	t.helo_name = helo != NULL && !helo->none && helo->len > 0 ? helo->str : cn->srv->hostname;
 	for (int s = 0; s < STAGE_DNS; s++)
 		t.timeout_ms[s] = stage_timeout(cn, p, stage_keys[s], &ctx);
+	route_tls_policy(cn->srv->cfg, p->remote, &ctx, &t.tls.policy);
+	if (t.tls.policy.use == TLS_USE_OFFERED &&
+	    (c->in_clear ||
+	     tls_fallback_in_effect(cn->tls_fallback, h->name, addr, clock_wall_ms()))) {
+		t.tls.policy.use = TLS_USE_NEVER;
+		t.tls.after_failure = true;
+	}
+	t.tls.name = h->name;
+	t.tls.ctx = cn->tls;
+	c->tls = t.tls.policy;
+	c->last_tls[0] = '\0';
 	if (p->remote != NULL) {
 		const struct cfg_value *user = cfg_section_get(p->remote, CFG_REMOTE_AUTH_USERNAME);
 		const struct cfg_value *secret = cfg_section_get(p->remote, CFG_REMOTE_AUTH_SECRET);
@@ -479,8 +512,9 @@ static void conn_give_up(struct conn *c, const struct delivery_status *plan_fail
 {
 	struct pool *p = c->pool;
 	struct delivery_status status;
-	char relay[160];
+	char relay[160], tls[TLS_SUMMARY_MAX];
 
+	snprintf(tls, sizeof(tls), "%s", c->last_tls);
 	if (plan_fail != NULL)
 		status = *plan_fail;
 	else if (c->any_temp || !c->any_perm)
@@ -503,7 +537,7 @@ static void conn_give_up(struct conn *c, const struct delivery_status *plan_fail
 	if (pool_has_ready(p))
 		pump(p);
 	else
-		fail_waiting(p, &status, relay);
+		fail_waiting(p, &status, relay, tls);
 	pool_release_if_unused(p);
 }
 
@@ -535,6 +569,7 @@ static void conn_try(struct conn *c)
 			ds_set_local(&c->temp, DS_TEMP, STAGE_CONNECT, "4.3.0", "out of memory");
 			c->any_temp = true;
 			c->addr_i++;
+			c->in_clear = false;
 			continue;
 		}
 		c->host_i++;
@@ -555,13 +590,30 @@ static void plan_cb(void *arg, struct route_plan *plan)
 		conn_try(c);
 }
 
+/* Opportunistic TLS failed or stalled at the current address: the same
+ * address again at once, in clear, and in clear from now on for
+ * TLS_FALLBACK_HOLD_MS (SPEC §4). */
+static void conn_retry_in_clear(struct conn *c, const struct delivery_status *why)
+{
+	const struct route_host *h = conn_host(c);
+	struct pool *p = c->pool;
+
+	log_warn("%s %s: %s: %s; delivering in clear, and without STARTTLS to %s for %d min",
+		 pool_kind(p), pool_name(p), c->last_relay, why->text, h->name,
+		 TLS_FALLBACK_HOLD_MS / 60000);
+	tls_fallback_note(p->cn->tls_fallback, h->name, &h->addrs[c->addr_i], clock_wall_ms());
+	client_free(c->client);
+	c->client = NULL;
+	c->in_clear = true;
+	conn_try(c);
+}
+
 static void client_event_cb(void *arg, struct client *cl, enum client_event ev,
 			    const struct delivery_status *why)
 {
 	struct conn *c = arg;
 	struct pool *p = c->pool;
 
-	(void)cl;
 	switch (ev) {
 	case CLIENT_READY:
 		c->ready = true;
@@ -569,6 +621,11 @@ static void client_event_cb(void *arg, struct client *cl, enum client_event ev,
 		conn_take_next(c);
 		return;
 	case CLIENT_FAILED:
+		client_tls_summary(cl, c->last_tls, sizeof(c->last_tls));
+		if (client_tls_failed(cl) && c->tls.use == TLS_USE_OFFERED) {
+			conn_retry_in_clear(c, why);
+			return;
+		}
 		/* A local failure (a source address that cannot be bound, no
 		 * sockets left) is the operator's to fix: an error, not a warning. */
 		if (!why->remote && strncmp(why->enhanced, "4.3.", 4) == 0)
@@ -580,6 +637,7 @@ static void client_event_cb(void *arg, struct client *cl, enum client_event ev,
 		client_free(c->client);
 		c->client = NULL;
 		note_failure(c, why);
+		c->in_clear = false;
 		/* A refused or timed-out connect moves to the host's next
 		 * address; a host that answered and failed, to the next host. */
 		if (why->stage == STAGE_CONNECT) {
@@ -657,7 +715,7 @@ static void pump(struct pool *p)
 				     "cannot start a connection to %s: out of resources", pool_name(p));
 			log_error("%s %s: %s", pool_kind(p), pool_name(p), why.text);
 			if (p->n_conns == 0)
-				fail_waiting(p, &why, pool_name(p));
+				fail_waiting(p, &why, pool_name(p), "");
 			return;
 		}
 	}
@@ -672,18 +730,11 @@ void connector_deliver(struct connector *cn, const struct cfg_section *remote, s
 	cn->busy++;
 	d->next = NULL;
 	snprintf(d->relay, sizeof(d->relay), "%s", remote != NULL ? remote->id : "none");
+	d->tls[0] = '\0';
 	if (p == NULL) {
 		ds_set_local(&why, DS_TEMP, STAGE_CONNECT, "4.3.0", "%s",
 			     cn->stopping ? "tern is stopping" : "out of memory");
 		fail_delivery(cn, d, &why);
-		return;
-	}
-	if (remote != NULL && cfg_section_get(remote, CFG_REMOTE_TLS_IMPLICIT)->num) {
-		ds_set_local(&why, DS_TEMP, STAGE_TLS, "4.7.5",
-			     "remote %s needs implicit TLS, which this version of tern cannot do yet",
-			     remote->id);
-		fail_delivery(cn, d, &why);
-		pool_release_if_unused(p);
 		return;
 	}
 	if (p->wait_tail != NULL)
@@ -722,12 +773,20 @@ void connector_visit(const struct connector *cn,
 struct connector *connector_new(struct server *srv)
 {
 	struct connector *cn = calloc(1, sizeof(*cn));
+	char err[256];
 
 	if (cn == NULL)
 		return NULL;
 	cn->srv = srv;
 	table_grow(cn);
-	if (cn->buckets == NULL) {
+	cn->tls_fallback = tls_fallback_new(TLS_FALLBACK_HOLD_MS);
+	cn->tls = tls_client_new(err, sizeof(err));
+	if (cn->tls == NULL)
+		log_error("%s", err);
+	if (cn->buckets == NULL || cn->tls_fallback == NULL || cn->tls == NULL) {
+		tls_client_free(cn->tls);
+		tls_fallback_free(cn->tls_fallback);
+		free(cn->buckets);
 		free(cn);
 		return NULL;
 	}
@@ -743,7 +802,7 @@ void connector_stop(struct connector *cn)
 	ds_set_local(&why, DS_TEMP, STAGE_CONNECT, "4.3.2", "tern is stopping");
 	for (size_t b = 0; b < cn->n_buckets; b++) {
 		for (struct pool *p = cn->buckets[b]; p != NULL; p = p->next) {
-			fail_waiting(p, &why, pool_name(p));
+			fail_waiting(p, &why, pool_name(p), "");
 			while (p->conns != NULL) {
 				struct conn *c = p->conns;
 				struct delivery *d = c->busy;
@@ -773,5 +832,7 @@ void connector_free(struct connector *cn)
 		}
 	}
 	free(cn->buckets);
+	tls_client_free(cn->tls);
+	tls_fallback_free(cn->tls_fallback);
 	free(cn);
 }

@@ -19,6 +19,7 @@
 
 #include "outbound/status.h"
 #include "queue/message.h"
+#include "tls/tls.h"
 #include "util/ipaddr.h"
 
 struct server;
@@ -42,6 +43,10 @@ struct delivery {
 	size_t n_rcpts;
 	struct delivery_status *status; /* n_rcpts entries */
 	char relay[160];
+	/* TLS on the session the results came from, as client_tls_summary
+	 * gives it ("TLSv1.3:... verified=yes", "none(not offered)"); "" when
+	 * no session got that far. */
+	char tls[TLS_SUMMARY_MAX];
 	/* The connection the results came from (unset when none was made):
 	 * for rules that the queue evaluates with sets M and H. */
 	char mx[256];

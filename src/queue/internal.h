@@ -70,9 +70,11 @@ void queue_schedule(struct queue *q, struct qmsg *m);
 void queue_settle(struct qmsg *m);
 /* Record recipient i in the spool, logging a failure. */
 void queue_record_rcpt(struct qmsg *m, size_t i);
-/* One log line for an outcome of recipient r. */
+/* One log line for an outcome of recipient r; tls is the session's TLS
+ * summary, or NULL or "" for none. */
 void queue_log_outcome(const struct qmsg *m, const struct rcpt *r, const char *relay,
-		       const struct delivery_status *ds, const char *status_word, int64_t now);
+		       const char *tls, const struct delivery_status *ds, const char *status_word,
+		       int64_t now);
 int64_t queue_expire_ms(const struct queue *q, const struct message *msg, size_t i);
 /* A durable message by id, or NULL. */
 struct qmsg *queue_lookup(struct queue *q, uint64_t id);

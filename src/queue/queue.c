@@ -282,16 +282,21 @@ static int64_t retry_interval(const struct config *cfg, const struct rule_ctx *c
 }
 
 void queue_log_outcome(const struct qmsg *m, const struct rcpt *r, const char *relay,
-		       const struct delivery_status *ds, const char *status_word, int64_t now)
+		       const char *tls, const struct delivery_status *ds, const char *status_word,
+		       int64_t now)
 {
 	char rcpt[600], text[1200];
 	int64_t delay = now - m->msg->arrival_ms;
+	bool with_tls = tls != NULL && tls[0] != '\0';
 
 	log_escape(r->addr, r->addr_len, rcpt, sizeof(rcpt));
 	log_escape(ds->text, strlen(ds->text), text, sizeof(text));
-	log_info("queue %016" PRIx64 " rcpt=<%s> relay=%s status=%s code=%d dsn=%s stage=%s "
+	/* tls= is the session's TLS, when a session got that far (its text
+	 * is tern's and OpenSSL's, never the peer's). */
+	log_info("queue %016" PRIx64 " rcpt=<%s> relay=%s%s%s status=%s code=%d dsn=%s stage=%s "
 		 "delay=%" PRId64 ".%03" PRId64 "s attempt=%u %s=\"%s\"",
-		 m->msg->id, rcpt, relay, status_word, ds->code,
+		 m->msg->id, rcpt, relay, with_tls ? " tls=" : "", with_tls ? tls : "", status_word,
+		 ds->code,
 		 ds->enhanced[0] != '\0' ? ds->enhanced : "-", ds_stage_name(ds->stage),
 		 delay / 1000, delay % 1000, r->attempts, ds->remote ? "reply" : "reason", text);
 }
@@ -383,7 +388,7 @@ static void apply_outcome(struct qmsg *m, size_t idx, const struct delivery_stat
 		q->counters.bounced++;
 	else
 		q->counters.deferred++;
-	queue_log_outcome(m, r, d->relay, ds, word, now);
+	queue_log_outcome(m, r, d->relay, d->tls, ds, word, now);
 	queue_record_rcpt(m, idx);
 }
 
@@ -814,7 +819,7 @@ static int act(struct queue *q, uint64_t id, const char *rcpt, enum action what)
 			if (notify_wanted(m->msg, r, RCPT_NOTIFY_FAILURE))
 				r->flags |= RCPT_F_DSN_OWED;
 			q->counters.bounced++;
-			queue_log_outcome(m, r, "none", &why, "cancelled", now);
+			queue_log_outcome(m, r, "none", NULL, &why, "cancelled", now);
 			break;
 		}
 		queue_record_rcpt(m, i);

@@ -19,6 +19,7 @@
 #include "queue/message.h"
 #include "route/nexthop.h"
 #include "route/plan.h"
+#include "route/tlspolicy.h"
 
 struct pending {
 	struct route_planner *planner; /* until the plan is back */
@@ -98,6 +99,8 @@ static void print_plan(FILE *out, const struct config *cfg, const char *hostname
 	const struct rcpt *r = &msg->rcpts[idx];
 	const struct cfg_value *helo;
 	struct rule_ctx ctx;
+	struct tls_policy tls;
+	char tls_text[96];
 
 	route_rule_ctx(&ctx, msg, r->domain, r->domain_len);
 	fprintf(out, "recipient <%s>\n", r->addr);
@@ -121,18 +124,21 @@ static void print_plan(FILE *out, const struct config *cfg, const char *hostname
 		/* tls.starttls and tls.dane may depend on mx: shown for the first host. */
 		if (plan->n_hosts > 0)
 			route_conn_ctx(&ctx, plan->hosts[0].name, NULL, NULL, NULL);
-		fprintf(out, "  tls: starttls %s, mta-sts %s, dane %s (not applied: this version of "
-			"tern does not speak TLS yet)\n",
+		route_tls_policy(cfg, NULL, &ctx, &tls);
+		fprintf(out, "  tls: starttls %s (%s), mta-sts %s, dane %s (MTA-STS and DANE are not "
+			"applied yet)\n",
 			policy_word(config_eval(cfg, CFG_QUEUE_OUTBOUND_TLS_STARTTLS, &ctx)->num),
+			route_tls_describe(&tls, tls_text, sizeof(tls_text)),
 			policy_word(config_eval(cfg, CFG_QUEUE_OUTBOUND_TLS_MTA_STS, &ctx)->num),
 			policy_word(config_eval(cfg, CFG_QUEUE_OUTBOUND_TLS_DANE, &ctx)->num));
 		route_rule_ctx(&ctx, msg, r->domain, r->domain_len);
 	} else {
 		fprintf(out, "  limits: multihomed %lld\n", (long long)plan->limit_multihomed);
-		fprintf(out, "  tls: implicit %s, allow-invalid-certs %s (not applied: this version "
-			"of tern does not speak TLS yet)\n",
+		route_tls_policy(cfg, plan->remote, &ctx, &tls);
+		fprintf(out, "  tls: implicit %s, allow-invalid-certs %s (%s)\n",
 			cfg_section_get(plan->remote, CFG_REMOTE_TLS_IMPLICIT)->num ? "true" : "false",
-			cfg_section_get(plan->remote, CFG_REMOTE_TLS_ALLOW_INVALID_CERTS)->num ? "true" : "false");
+			cfg_section_get(plan->remote, CFG_REMOTE_TLS_ALLOW_INVALID_CERTS)->num ? "true" : "false",
+			route_tls_describe(&tls, tls_text, sizeof(tls_text)));
 	}
 	if (plan->failed) {
 		fprintf(out, "  result: %s %s: %s\n", plan->fail.cls == DS_PERM ? "bounce" : "retry later",

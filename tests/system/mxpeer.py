@@ -8,6 +8,9 @@ inside a test network namespace (netns.NetNs), started and stopped by PID.
         assert [c["local"] for c in mx.connects()] == ["fd00:7e57::1", "127.0.0.10"]
         assert mx.connects("127.0.0.10")[0]["peer"] == "127.0.0.3"
 
+NsTern runs `tern serve` inside the namespace (asking the test's NSD on
+127.0.0.1:53 there), and send() submits a message to it from inside.
+
 A listener is {"addr", "port" (default 25), "mode" (default "accept"),
 "hostname", "size"}; mx_server.py's docstring lists the modes and the
 events. Addresses that should refuse connections are simply not listed
@@ -16,10 +19,11 @@ events. Addresses that should refuse connections are simply not listed
 import json
 import os
 import select
+import smtplib
 import subprocess
 
 from netns import normalize
-from peers import REPO, stop_pid, wait_for
+from peers import REPO, TERN_BIN, TernServer, stop_pid, wait_for
 
 MX_SERVER = os.path.join(REPO, "tests/system/peers/mx_server.py")
 
@@ -119,3 +123,33 @@ class MxServer:
                 return f.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return ""
+
+
+class NsTern(TernServer):
+    """tern serve inside the namespace, asking only the test's NSD."""
+
+    def __init__(self, ns, workdir, extra="", resolver="udp://127.0.0.1:53", resolver_extra="",
+                 env=None):
+        super().__init__(workdir, extra, port=2525, resolver=resolver,
+                         resolver_extra=resolver_extra, env=env)
+        self.ns = ns
+
+    def start(self):
+        self.logf = open(self.log_path, "ab")
+        self.proc = self.ns.popen([TERN_BIN, "serve", "-c", self.config], stdout=self.logf,
+                                  stderr=subprocess.STDOUT, env=self.env)
+        self.ns.wait_port("127.0.0.1", self.port, proc=self.proc)
+        return self
+
+    def outcome(self, rcpt, timeout=20.0):
+        """The first delivery log line for rcpt."""
+        return wait_for(lambda: self.log_lines("rcpt=<%s>" % rcpt), timeout=timeout,
+                        what="an outcome for %s" % rcpt)[0]
+
+
+def send(ns, rcpts, sender="alice@sender.example", port=2525):
+    """Submit a small message to NsTern's listener, from inside ns."""
+    body = "From: alice@sender.example\r\nSubject: mx test\r\n\r\nhello\r\n"
+    with ns.enter():
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+            s.sendmail(sender, rcpts, body)

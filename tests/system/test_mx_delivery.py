@@ -11,16 +11,14 @@ addresses have nothing listening; nftables counts the SYNs sent to them.
 """
 import os
 import re
-import smtplib
-import subprocess
 import time
 
 import pytest
 
-from mxpeer import MxServer
+from mxpeer import MxServer, NsTern, send
 from netns import NetNs
 from nsd import Nsd, SilentDns, zone
-from peers import TERN_BIN, TernServer, wait_for
+from peers import TERN_BIN, wait_for
 
 ZONE = "t.example"
 V6 = "fd00:7e57::"
@@ -108,34 +106,6 @@ def world(tmp_path_factory):
         with Nsd(ns, {ZONE: zone(ZONE, RECORDS)}, broken=["broken.example"]) as dns:
             with MxServer(ns, workdir, listeners) as mx:
                 yield ns, dns, mx
-
-
-class NsTern(TernServer):
-    """tern serve inside the namespace, asking only the test's NSD."""
-
-    def __init__(self, ns, workdir, extra="", resolver="udp://127.0.0.1:53", resolver_extra=""):
-        super().__init__(workdir, extra, port=2525, resolver=resolver,
-                         resolver_extra=resolver_extra)
-        self.ns = ns
-
-    def start(self):
-        self.logf = open(self.log_path, "ab")
-        self.proc = self.ns.popen([TERN_BIN, "serve", "-c", self.config], stdout=self.logf,
-                                  stderr=subprocess.STDOUT, env=self.env)
-        self.ns.wait_port("127.0.0.1", self.port, proc=self.proc)
-        return self
-
-    def outcome(self, rcpt, timeout=20.0):
-        """The first delivery log line for rcpt."""
-        return wait_for(lambda: self.log_lines("rcpt=<%s>" % rcpt), timeout=timeout,
-                        what="an outcome for %s" % rcpt)[0]
-
-
-def send(ns, rcpts, sender="alice@sender.example", port=2525):
-    body = "From: alice@sender.example\r\nSubject: mx test\r\n\r\nhello\r\n"
-    with ns.enter():
-        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
-            s.sendmail(sender, rcpts, body)
 
 
 def field(line, name):

@@ -3,8 +3,11 @@
  * (tests/system/peers/scripted_smtp.py, started per test and stopped by
  * its PID), on a real libevent loop: replies of every class at every
  * stage, pipelining, BDAT, LMTP, AUTH, reuse, each stage's own timeout,
- * dropped connections and source-address binding. The reply parser is
- * tested directly first.
+ * dropped connections, source-address binding, and the STARTTLS decisions
+ * that need no handshake (policy against offer, refusal, a STARTTLS that
+ * stalls or is cut off: the handshakes themselves are in
+ * tests/system/test_tls_outbound.py). The reply parser is tested directly
+ * first.
  *
  * Run from the repository root (the peer's path is relative to it).
  */
@@ -278,6 +281,8 @@ struct run {
 	struct delivery_status why;
 	double t0, t_ready, t_end, t_send[3], t_done[3];
 	bool finished, watchdog_fired;
+	char tls[TLS_SUMMARY_MAX];    /* client_tls_summary at the last event */
+	bool tls_failed;              /* client_tls_failed at the end */
 };
 
 static void next_step(struct run *r, struct client *c)
@@ -311,6 +316,8 @@ static void on_event(void *arg, struct client *c, enum client_event ev,
 {
 	struct run *r = arg;
 
+	client_tls_summary(c, r->tls, sizeof(r->tls));
+	r->tls_failed = client_tls_failed(c);
 	switch (ev) {
 	case CLIENT_READY:
 		r->ready++;
@@ -1561,6 +1568,163 @@ static void test_free_before_connected(void **state)
 	assert_int_equal(r.ready + r.failed + r.closed, 0);
 }
 
+/* ---- STARTTLS: what the policy does with the server's offer ---- */
+
+/* One transaction with the given TLS use; a context only when TLS may be
+ * spoken (the client refuses to start without one). */
+static void run_starttls(struct run *r, struct fixture *f, const char *script, enum tls_use use,
+			 bool after_failure)
+{
+	char err[256];
+	struct tls_client *tc = NULL;
+
+	if (use != TLS_USE_NEVER) {
+		tc = tls_client_new(err, sizeof(err));
+		assert_non_null(tc);
+	}
+	peer_start(script);
+	run_init(r, peer.port);
+	r->target.tls.policy.use = use;
+	r->target.tls.policy.verify = use == TLS_USE_REQUIRED ? TLS_VERIFY_NAME : TLS_VERIFY_NONE;
+	r->target.tls.name = "peer.test";
+	r->target.tls.ctx = tc;
+	r->target.tls.after_failure = after_failure;
+	r->target.timeout_ms[STAGE_TLS] = 1000;
+	simple_fixture(f);
+	run_one(r, f);
+	tls_client_free(tc);
+}
+
+static void test_starttls_refused_goes_on_in_clear(void **state)
+{
+	struct run r;
+	struct fixture f;
+
+	(void)state;
+	run_starttls(&r, &f, "{\"extensions\": [\"STARTTLS\", \"PIPELINING\"]}", TLS_USE_OFFERED,
+		     false);
+	assert_int_equal(r.done, 1);
+	assert_status(&f.results[0], DS_OK, STAGE_DATA, 250, "2.0.0");
+	assert_string_equal(r.tls, "none(STARTTLS refused: 454)");
+	assert_false(r.tls_failed);
+	/* The session went on as after the EHLO: PIPELINING still counts. */
+	assert_int_equal(r.ext, CLIENT_EXT_STARTTLS | CLIENT_EXT_PIPELINING);
+	assert_true(cmd_tag("STARTTLS", 0) >= 0);
+	assert_int_equal(count_in_log("\"line\": \"EHLO "), 1);
+	fixture_free(&f);
+}
+
+static void test_starttls_not_offered(void **state)
+{
+	struct run r;
+	struct fixture f;
+
+	(void)state;
+	run_starttls(&r, &f, "{}", TLS_USE_OFFERED, false);
+	assert_status(&f.results[0], DS_OK, STAGE_DATA, 250, "2.0.0");
+	assert_string_equal(r.tls, "none(not offered)");
+	assert_int_equal(cmd_tag("STARTTLS", 0), -1);
+	fixture_free(&f);
+}
+
+static void test_starttls_never_said_when_disabled(void **state)
+{
+	struct run r;
+	struct fixture f;
+
+	(void)state;
+	run_starttls(&r, &f, "{\"extensions\": [\"STARTTLS\"]}", TLS_USE_NEVER, false);
+	assert_status(&f.results[0], DS_OK, STAGE_DATA, 250, "2.0.0");
+	assert_string_equal(r.tls, "none(disabled)");
+	assert_int_equal(cmd_tag("STARTTLS", 0), -1);
+	fixture_free(&f);
+	peer_stop(NULL);
+
+	run_starttls(&r, &f, "{\"extensions\": [\"STARTTLS\"]}", TLS_USE_NEVER, true);
+	assert_status(&f.results[0], DS_OK, STAGE_DATA, 250, "2.0.0");
+	assert_string_equal(r.tls, "none(after a failed handshake)");
+	assert_int_equal(cmd_tag("STARTTLS", 0), -1);
+	fixture_free(&f);
+}
+
+static void test_starttls_required(void **state)
+{
+	struct run r;
+	struct fixture f;
+
+	(void)state;
+	run_starttls(&r, &f, "{}", TLS_USE_REQUIRED, false);
+	assert_int_equal(r.failed, 1);
+	assert_status(&r.why, DS_TEMP, STAGE_TLS, 0, "4.7.4");
+	assert_string_equal(r.why.text, "TLS is required, but peer.test does not offer STARTTLS");
+	assert_false(r.tls_failed);
+	assert_int_equal(cmd_tag("MAIL", 0), -1);
+	fixture_free(&f);
+	peer_stop(NULL);
+
+	run_starttls(&r, &f, "{\"extensions\": [\"STARTTLS\"]}", TLS_USE_REQUIRED, false);
+	assert_int_equal(r.failed, 1);
+	assert_status(&r.why, DS_TEMP, STAGE_TLS, 0, "4.7.4");
+	assert_string_equal(r.why.text,
+			    "TLS is required, but peer.test refused STARTTLS: 454 TLS not available");
+	assert_false(r.tls_failed);
+	assert_int_equal(cmd_tag("MAIL", 0), -1);
+	fixture_free(&f);
+}
+
+/* A STARTTLS that gets no reply, or whose 220 is followed by the
+ * connection's end or by bytes before the handshake: a TLS failure the
+ * owner can tell, so it may connect again in clear. The text has text or
+ * or_text in it. */
+static void expect_tls_failure(const char *script, const char *enhanced, const char *text,
+			       const char *or_text)
+{
+	struct run r;
+	struct fixture f;
+	bool as_expected;
+
+	run_starttls(&r, &f, script, TLS_USE_OFFERED, false);
+	assert_int_equal(r.failed, 1);
+	assert_status(&r.why, DS_TEMP, STAGE_TLS, 0, enhanced);
+	as_expected = strstr(r.why.text, text) != NULL ||
+		      (or_text != NULL && strstr(r.why.text, or_text) != NULL);
+	if (!as_expected)
+		print_error("text \"%s\"\n", r.why.text);
+	assert_true(as_expected);
+	assert_true(r.tls_failed);
+	assert_string_equal(r.tls, "none(TLS failed)");
+	assert_int_equal(cmd_tag("MAIL", 0), -1);
+	fixture_free(&f);
+}
+
+static void test_starttls_stalls(void **state)
+{
+	(void)state;
+	expect_tls_failure("{\"extensions\": [\"STARTTLS\"], \"starttls\": {\"action\": \"hang\"}}",
+			   "4.4.2", "timed out after 1 s waiting for the STARTTLS reply", NULL);
+}
+
+static void test_starttls_then_close(void **state)
+{
+	(void)state;
+	expect_tls_failure("{\"extensions\": [\"STARTTLS\"], "
+			   "\"starttls\": {\"reply\": \"220 2.0.0 go ahead\", \"close\": true}}",
+			   "4.7.5", "TLS handshake failed: connection closed by the server",
+			   /* the close may come as a reset, our ClientHello unread */
+			   "TLS handshake failed: Connection reset by peer");
+}
+
+static void test_starttls_bytes_before_the_handshake(void **state)
+{
+	(void)state;
+	/* Both lines leave in one write, so they arrive together; should the
+	 * second come later, it breaks the handshake instead. */
+	expect_tls_failure("{\"extensions\": [\"STARTTLS\"], "
+			   "\"starttls\": \"220 2.0.0 go ahead\\n250 injected\"}",
+			   "4.7.5", "the server sent more after its 220 reply to STARTTLS",
+			   "TLS handshake failed");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1617,6 +1781,13 @@ int main(void)
 		cmocka_unit_test(test_source_family_mismatch),
 		cmocka_unit_test(test_connect_refused),
 		cmocka_unit_test_teardown(test_free_before_connected, peer_stop),
+		cmocka_unit_test_teardown(test_starttls_refused_goes_on_in_clear, peer_stop),
+		cmocka_unit_test_teardown(test_starttls_not_offered, peer_stop),
+		cmocka_unit_test_teardown(test_starttls_never_said_when_disabled, peer_stop),
+		cmocka_unit_test_teardown(test_starttls_required, peer_stop),
+		cmocka_unit_test_teardown(test_starttls_stalls, peer_stop),
+		cmocka_unit_test_teardown(test_starttls_then_close, peer_stop),
+		cmocka_unit_test_teardown(test_starttls_bytes_before_the_handshake, peer_stop),
 	};
 
 	/* libevent writes with writev(): a peer that closed first would

@@ -28,8 +28,12 @@ THE CONFIG: a JSON list of listeners (or {"listeners": [...]}):
     rcpt-550    as accept, but "550 5.1.1 ..." to every RCPT
     hang        accepts the connection and never sends anything (reads and
                 discards what comes until the client goes away)
+    starttls    as accept, and offers STARTTLS with the listener's "cert" and
+                "key" (PEM files); after the handshake the session starts
+                over (RFC 3207) and STARTTLS is no longer offered
   hostname  the name in the greeting and EHLO reply (default mx-<addr>)
   size      the SIZE limit advertised and enforced (default 10485760)
+  cert, key for mode starttls: the certificate chain and its key
 
 Prints "ready" on stdout once every listener is bound and listening. SIGTERM
 closes the listeners and every connection and exits 0.
@@ -42,9 +46,11 @@ seconds):
   {"event": "connect", ...}
   {"event": "command", "line": "EHLO client.test", ...}
         each command line as received (not the message data)
+  {"event": "tls", "version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384", ...}
+        a STARTTLS handshake that completed
   {"event": "message", "mail_from": "a@b", "rcpts": ["c@d", ...],
    "helo": "the EHLO/HELO argument", "file": "DIR/msg-1.eml",
-   "data_offset": N, "size": N, ...}
+   "data_offset": N, "size": N, "tls": true or false, ...}
   {"event": "disconnect", "by": "client", "server" or "shutdown", ...}
         who closed the connection ("shutdown": this server, on SIGTERM)
 
@@ -62,10 +68,11 @@ import os
 import re
 import signal
 import socket
+import ssl
 import sys
 import time
 
-MODES = ("accept", "greet-554", "greet-421", "ehlo-550", "rcpt-550", "hang")
+MODES = ("accept", "greet-554", "greet-421", "ehlo-550", "rcpt-550", "hang", "starttls")
 DEFAULT_SIZE = 10 * 1024 * 1024
 MAX_LINE = 1024 * 1024
 PATH_RE = re.compile(r"^(FROM|TO):\s*<([^<>]*)>(.*)$", re.IGNORECASE)
@@ -96,6 +103,8 @@ class Session:
     def __init__(self, server, listener, reader, writer, conn_id):
         self.server = server
         self.mode = listener["mode"]
+        self.tls_context = listener.get("tls_context")
+        self.tls = False
         self.host = listener.get("hostname") or "mx-" + listener["addr"]
         self.size = int(listener.get("size", DEFAULT_SIZE))
         self.reader = reader
@@ -182,6 +191,8 @@ class Session:
         self.helo = arg
         self.reset()
         lines = [self.host, "PIPELINING", "8BITMIME", "SIZE %d" % self.size]
+        if self.tls_context is not None and not self.tls:
+            lines.append("STARTTLS")
         await self.send("\n".join("250%s%s" % ("-" if i < len(lines) - 1 else " ", l)
                                   for i, l in enumerate(lines)))
 
@@ -195,6 +206,21 @@ class Session:
         self.helo = arg
         self.reset()
         await self.send("250 " + self.host)
+
+    async def cmd_STARTTLS(self, arg):
+        if self.tls_context is None or self.tls:
+            await self.send("502 5.5.2 Error: command not recognized")
+            return
+        await self.send("220 2.0.0 Ready to start TLS")
+        try:
+            await self.writer.start_tls(self.tls_context)
+        except (ssl.SSLError, ConnectionError, OSError):
+            raise Hangup("client")
+        self.tls = True
+        self.helo = None  # RFC 3207 4.2: the session starts over
+        self.reset()
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        self.log("tls", version=ssl_object.version(), cipher=ssl_object.cipher()[0])
 
     async def cmd_MAIL(self, arg):
         if self.helo is None:
@@ -294,7 +320,8 @@ class Server:
             f.write(head + data)
         os.replace(tmp, path)
         session.log("message", mail_from=session.mail_from, rcpts=list(session.rcpts),
-                    helo=session.helo, file=path, data_offset=len(head), size=len(data))
+                    helo=session.helo, file=path, data_offset=len(head), size=len(data),
+                    tls=session.tls)
         return path
 
     async def start(self):
@@ -304,6 +331,10 @@ class Server:
             listener.setdefault("mode", "accept")
             if listener["mode"] not in MODES:
                 raise SystemExit("unknown mode %r (one of %s)" % (listener["mode"], ", ".join(MODES)))
+            if listener["mode"] == "starttls":
+                ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                ctx.load_cert_chain(listener["cert"], listener["key"])
+                listener["tls_context"] = ctx
             v6 = ":" in addr
             sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -21,13 +21,15 @@ THE SCRIPT (every key optional; {} is a plain, well-behaved server)
     "greeting": REPLY, "ehlo": REPLY, "helo": REPLY, "lhlo": REPLY,
     "auth": REPLY, "mail": REPLY, "rcpt": REPLY, "data": REPLY,
     "body": REPLY, "final": REPLY, "bdat": REPLY, "rset": REPLY,
-    "noop": REPLY, "quit": REPLY,
+    "noop": REPLY, "quit": REPLY, "starttls": REPLY,
     "connections": [ {same keys}, ... ]
   }
 
   Stages: "greeting" on connect; "ehlo"/"helo"/"lhlo"/"auth"/"mail"/"rcpt"/
-  "data" (the reply to DATA itself, normally 354)/"rset"/"noop"/"quit" for
-  their commands; "final" is the verdict on a message, after the final dot or
+  "data" (the reply to DATA itself, normally 354)/"rset"/"noop"/"quit"/
+  "starttls" for their commands (this server speaks no TLS: a scripted 220
+  to STARTTLS is followed by whatever the script says, the client's
+  handshake bytes being read as a command line); "final" is the verdict on a message, after the final dot or
   BDAT LAST (LMTP: used once per accepted recipient); "bdat" answers BDAT
   chunks that are not LAST; "body" is what happens when message data starts
   arriving (only actions make sense there: see below).
@@ -58,7 +60,8 @@ THE SCRIPT (every key optional; {} is a plain, well-behaved server)
   "250-<hostname>" and one line per extension, MAIL "250 2.1.0 Ok", RCPT
   "250 2.1.5 Ok", DATA "354 ...", final "250 2.0.0 Ok: queued", BDAT
   "250 2.0.0 Ok", AUTH "235 2.7.0 Authentication successful", RSET/NOOP
-  "250 2.0.0 Ok", QUIT "221 2.0.0 Bye" (then close). The server keeps real
+  "250 2.0.0 Ok", QUIT "221 2.0.0 Bye" (then close), STARTTLS "454 4.7.0 TLS
+  not available". The server keeps real
   SMTP state, answered without using the script: RCPT or DATA without MAIL
   get "503 5.5.1 Error: need MAIL command", a second MAIL without RSET gets
   "503 5.5.1 Error: nested MAIL command", DATA or BDAT with no accepted
@@ -92,7 +95,7 @@ import threading
 import time
 
 STAGES = ("greeting", "ehlo", "helo", "lhlo", "auth", "mail", "rcpt", "data", "body", "final",
-          "bdat", "rset", "noop", "quit")
+          "bdat", "rset", "noop", "quit", "starttls")
 KEYS = set(STAGES) | {"lmtp", "hostname", "extensions"}
 
 
@@ -391,6 +394,9 @@ class Session:
 
     def cmd_NOOP(self, arg):
         self.answer("noop", "250 2.0.0 Ok")
+
+    def cmd_STARTTLS(self, arg):
+        self.answer("starttls", "454 4.7.0 TLS not available")
 
     def cmd_QUIT(self, arg):
         self.answer("quit", "221 2.0.0 Bye")
