@@ -69,12 +69,6 @@ int64_t notify_next_delay_ms(const struct queue *q, const struct message *msg, s
 	return msg->arrival_ms + times->items[sent].num;
 }
 
-/* The host name in a relay text "mx1.example.org[192.0.2.1]:25". */
-static void remote_mta(const struct rcpt_last *l, char *out, size_t outlen)
-{
-	snprintf(out, outlen, "%s", l != NULL ? l->mx : "");
-}
-
 /* Compose and queue one notice for the recipients idx[0..n) with the
  * given actions. Returns 0, or an errno (nothing was queued). */
 static int queue_notice(struct qmsg *m, const size_t *idx, const enum dsn_action *action, size_t n,
@@ -84,7 +78,6 @@ static int queue_notice(struct qmsg *m, const size_t *idx, const enum dsn_action
 	const struct config *cfg = q->srv->cfg;
 	struct dsn_rcpt *reps = calloc(n, sizeof(*reps));
 	struct delivery_status *unknown = calloc(n, sizeof(*unknown));
-	char (*mtas)[256] = calloc(n, sizeof(*mtas));
 	struct message_body *orig = m->body != NULL ? message_body_ref(m->body)
 						    : spool_read_body(q->srv->spool, m->msg);
 	struct message_body *body = NULL;
@@ -99,7 +92,7 @@ static int queue_notice(struct qmsg *m, const size_t *idx, const enum dsn_action
 		err = errno;
 		goto done;
 	}
-	if (reps == NULL || unknown == NULL || mtas == NULL)
+	if (reps == NULL || unknown == NULL)
 		goto done;
 	for (size_t k = 0; k < n; k++) {
 		const struct rcpt *r = &m->msg->rcpts[idx[k]];
@@ -122,8 +115,8 @@ static int queue_notice(struct qmsg *m, const size_t *idx, const enum dsn_action
 				     : "the details of the last attempt are not known after a restart");
 			reps[k].status = &unknown[k];
 		}
-		remote_mta(l, mtas[k], sizeof(mtas[k]));
-		reps[k].remote_mta = mtas[k][0] != '\0' ? mtas[k] : NULL;
+		/* the host that answered; none when no connection was made */
+		reps[k].remote_mta = l != NULL && l->mx[0] != '\0' ? l->mx : NULL;
 		if (action[k] == DSN_ACTION_DELAYED)
 			reps[k].will_retry_until_ms = queue_expire_ms(q, m->msg, idx[k]);
 	}
@@ -167,7 +160,6 @@ done:
 	strbuf_free(&out);
 	free(reps);
 	free(unknown);
-	free(mtas);
 	return err;
 }
 
