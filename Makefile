@@ -10,7 +10,7 @@ CSTD     = -std=c11 -D_GNU_SOURCE
 WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
 CPPFLAGS += -Isrc
-LDLIBS  += -lunbound -levent_openssl -levent -levent_pthreads -lpthread -ljansson -lssl -lcrypto
+LDLIBS  += -lcurl -lunbound -levent_openssl -levent -levent_pthreads -lpthread -ljansson -lssl -lcrypto
 
 LIB_SRC  = $(wildcard src/*/*.c)
 TERN_SRC = src/main.c

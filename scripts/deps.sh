@@ -5,9 +5,9 @@
 # Only missing packages are installed; an up-to-date machine does nothing.
 set -euo pipefail
 
-build_pkgs=(gcc make libc6-dev libevent-dev libunbound-dev libjansson-dev libssl-dev)
+build_pkgs=(gcc make libc6-dev libevent-dev libunbound-dev libjansson-dev libssl-dev libcurl4-openssl-dev)
 test_pkgs=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-aiosmtpd openssl
-	   postfix dovecot-lmtpd dovecot-core nsd nftables dnsutils iproute2)
+	   postfix dovecot-lmtpd dovecot-core nsd nftables dnsutils iproute2 nginx-light ldnsutils swaks)
 
 want=("${build_pkgs[@]}")
 if [ "${1:-build}" = test ]; then
@@ -26,5 +26,12 @@ echo "deps: installing ${missing[*]}" >&2
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
+# Packages with a service (nginx) must not start it: the tests start
+# their own servers on loopback, by PID. Debian asks policy-rc.d.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+	printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+	$SUDO chmod +x /usr/sbin/policy-rc.d
+	trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
