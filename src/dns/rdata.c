@@ -72,3 +72,16 @@ bool dns_rdata_addr(const uint8_t *rd, size_t len, int rrtype, struct ipaddr *ou
 	memcpy(out->bytes, rd, len);
 	return true;
 }
+
+bool dns_rdata_tlsa(const uint8_t *rd, size_t len, struct dns_tlsa *out)
+{
+	/* Three octets of parameters and at least one of data. */
+	if (len < 4)
+		return false;
+	out->usage = rd[0];
+	out->selector = rd[1];
+	out->mtype = rd[2];
+	out->data = rd + 3;
+	out->len = len - 3;
+	return true;
+}

@@ -1,6 +1,6 @@
 /*
  * rdata.h - the record data tern reads from DNS answers (RFC 1035): MX,
- * A and AAAA. Every length is checked; a record that does not parse is
+ * A, AAAA and TLSA. Every length is checked; a record that does not parse is
  * refused, never read past its end.
  */
 #ifndef TERN_DNS_RDATA_H
@@ -24,6 +24,15 @@ size_t dns_name_text(const uint8_t *rd, size_t len, char *out, size_t outlen);
 
 /* MX: preference and exchange ("" for a null MX, RFC 7505). */
 bool dns_rdata_mx(const uint8_t *rd, size_t len, uint16_t *pref, char *name, size_t namelen);
+
+/* TLSA (RFC 6698): certificate usage, selector, matching type and the
+ * association data, which points into rd. */
+struct dns_tlsa {
+	uint8_t usage, selector, mtype;
+	const uint8_t *data;
+	size_t len;
+};
+bool dns_rdata_tlsa(const uint8_t *rd, size_t len, struct dns_tlsa *out);
 
 /* A (rrtype 1) or AAAA (28). */
 bool dns_rdata_addr(const uint8_t *rd, size_t len, int rrtype, struct ipaddr *out);

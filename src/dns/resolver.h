@@ -32,6 +32,7 @@ struct dns_query;
 #define DNS_TYPE_A    1
 #define DNS_TYPE_MX   15
 #define DNS_TYPE_AAAA 28
+#define DNS_TYPE_TLSA 52
 
 enum dns_status {
 	DNS_OK,       /* records of the type asked for */
@@ -50,7 +51,8 @@ struct dns_answer {
 	const uint8_t *const *rdata;
 	const int *rdlen;
 	uint32_t ttl;
-	bool secure;        /* DNSSEC-validated */
+	bool secure;        /* DNSSEC-validated (only from resolver_query_validated) */
+	bool bogus;         /* DNS_TEMPFAIL because DNSSEC validation failed */
 	char why[160];      /* for DNS_TEMPFAIL and DNS_NXDOMAIN: what happened, for logs */
 };
 
@@ -63,6 +65,15 @@ struct resolver *resolver_new(struct event_base *base, const struct config *cfg,
 /* Ask for name's records of rrtype. NULL only when out of memory. */
 struct dns_query *resolver_query(struct resolver *r, const char *name, int rrtype, dns_cb cb,
 				 void *arg);
+/*
+ * The same, answered by the validating context: `secure` says whether
+ * the answer was proven by DNSSEC from resolver.dnssec.trust-anchor, and
+ * a bogus answer is DNS_TEMPFAIL with `bogus` set. Without a trust
+ * anchor (resolver_validates false) every answer is insecure.
+ */
+struct dns_query *resolver_query_validated(struct resolver *r, const char *name, int rrtype,
+					   dns_cb cb, void *arg);
+bool resolver_validates(const struct resolver *r);
 /* The callback will not be called. */
 void resolver_cancel(struct dns_query *q);
 /* Queries still open are cancelled without their callbacks. */

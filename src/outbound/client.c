@@ -1364,7 +1364,8 @@ static void start_tls(struct client *c)
 		fail_tls(c, "4.7.5", "the server sent more after its 220 reply to STARTTLS");
 		return;
 	}
-	ssl = tls_client_ssl_new(c->target.tls.ctx, c->tls_name, err, sizeof(err));
+	ssl = tls_client_ssl_new(c->target.tls.ctx, c->tls_name, &c->target.tls.policy, err,
+				 sizeof(err));
 	if (ssl == NULL) {
 		fail_local(c, STAGE_TLS, "4.3.0", "cannot start TLS: %s", err);
 		return;
@@ -1394,7 +1395,7 @@ static void start_tls(struct client *c)
  * (implicit TLS) or a new hello. */
 static void tls_established(struct client *c)
 {
-	tls_describe(bufferevent_openssl_get_ssl(c->bev), &c->tls_info);
+	tls_describe(bufferevent_openssl_get_ssl(c->bev), &c->target.tls.policy, &c->tls_info);
 	c->tls_outcome = TLS_ON;
 	if (!tls_policy_met(&c->target.tls.policy, &c->tls_info)) {
 		fail_local(c, STAGE_TLS, "4.7.5", "TLS certificate of %s not accepted: %s", c->tls_name,

@@ -464,6 +464,8 @@ static bool conn_connect(struct conn *c)
 	for (int s = 0; s < STAGE_DNS; s++)
 		t.timeout_ms[s] = stage_timeout(cn, p, stage_keys[s], &ctx);
 	route_tls_policy(cn->srv->cfg, p->remote, &ctx, &t.tls.policy);
+	if (p->remote == NULL)
+		(void)route_tls_dane(cn->srv->cfg, &ctx, h, &t.tls.policy, &(struct delivery_status){ 0 });
 	if (t.tls.policy.use == TLS_USE_OFFERED &&
 	    (c->in_clear ||
 	     tls_fallback_in_effect(cn->tls_fallback, h->name, addr, clock_wall_ms()))) {
@@ -541,6 +543,22 @@ static void conn_give_up(struct conn *c, const struct delivery_status *plan_fail
 	pool_release_if_unused(p);
 }
 
+/* May the current host be used at all? DANE may forbid it (a failed
+ * TLSA lookup, or `dane = require` without records); why says so. */
+static bool conn_host_allowed(struct conn *c, const struct route_host *h,
+			      struct delivery_status *why)
+{
+	struct route_conn_vars vars;
+	struct tls_policy scratch = { 0 };
+	struct rule_ctx ctx;
+
+	if (c->pool->remote != NULL)
+		return true;
+	head_ctx(c->pool, &ctx);
+	route_conn_ctx(&ctx, h->name, NULL, NULL, &vars);
+	return route_tls_dane(c->pool->cn->srv->cfg, &ctx, h, &scratch, why);
+}
+
 /* Walk the plan from the current host and address to the next one that
  * can be tried; give up at its end. */
 static void conn_try(struct conn *c)
@@ -557,10 +575,14 @@ static void conn_try(struct conn *c)
 	}
 	while (c->host_i < plan->n_hosts) {
 		const struct route_host *h = &plan->hosts[c->host_i];
+		struct delivery_status refused;
 
 		if (h->n_addrs == 0) {
 			log_warn("%s %s: %s", pool_kind(c->pool), pool_name(c->pool), h->none.text);
 			note_failure(c, &h->none);
+		} else if (c->addr_i == 0 && !conn_host_allowed(c, h, &refused)) {
+			log_warn("%s %s: %s", pool_kind(c->pool), pool_name(c->pool), refused.text);
+			note_failure(c, &refused);
 		} else if (c->addr_i < h->n_addrs) {
 			if (conn_connect(c))
 				return;

@@ -61,6 +61,26 @@ static void print_sources(FILE *out, const struct config *cfg, const struct rule
 		fputs(" (one at random per connection)", out);
 }
 
+/* What DANE found for an MX host and what it makes of the connection. */
+static void print_dane(FILE *out, const struct config *cfg, const struct rule_ctx *base_ctx,
+		       const struct route_host *h)
+{
+	struct rule_ctx ctx = *base_ctx;
+	struct route_conn_vars vars;
+	struct tls_policy tls;
+	struct delivery_status refused;
+	char text[96];
+
+	route_conn_ctx(&ctx, h->name, NULL, NULL, &vars);
+	route_tls_policy(cfg, NULL, &ctx, &tls);
+	if (!route_tls_dane(cfg, &ctx, h, &tls, &refused))
+		fprintf(out, "    dane: %s -> not used: %s %s\n", h->dane_why, refused.enhanced,
+			refused.text);
+	else
+		fprintf(out, "    dane: %s -> %s\n", h->dane_why,
+			route_tls_describe(&tls, text, sizeof(text)));
+}
+
 static void print_host(FILE *out, const struct config *cfg, const struct rule_ctx *base_ctx,
 		       const struct route_plan *plan, size_t i)
 {
@@ -91,6 +111,8 @@ static void print_host(FILE *out, const struct config *cfg, const struct rule_ct
 	}
 	if (h->n_found > h->n_addrs)
 		fprintf(out, "    (%zu more not tried: limits.multihomed)\n", h->n_found - h->n_addrs);
+	if (plan->dnssec)
+		print_dane(out, cfg, base_ctx, h);
 }
 
 static void print_plan(FILE *out, const struct config *cfg, const char *hostname,
@@ -125,8 +147,8 @@ static void print_plan(FILE *out, const struct config *cfg, const char *hostname
 		if (plan->n_hosts > 0)
 			route_conn_ctx(&ctx, plan->hosts[0].name, NULL, NULL, NULL);
 		route_tls_policy(cfg, NULL, &ctx, &tls);
-		fprintf(out, "  tls: starttls %s (%s), mta-sts %s, dane %s (MTA-STS and DANE are not "
-			"applied yet)\n",
+		fprintf(out, "  tls: starttls %s (%s), mta-sts %s, dane %s (MTA-STS is not applied "
+			"yet)\n",
 			policy_word(config_eval(cfg, CFG_QUEUE_OUTBOUND_TLS_STARTTLS, &ctx)->num),
 			route_tls_describe(&tls, tls_text, sizeof(tls_text)),
 			policy_word(config_eval(cfg, CFG_QUEUE_OUTBOUND_TLS_MTA_STS, &ctx)->num),
@@ -146,9 +168,10 @@ static void print_plan(FILE *out, const struct config *cfg, const char *hostname
 		return;
 	}
 	if (plan->remote == NULL && !plan->implicit_mx)
-		fprintf(out, "  mx: %zu record%s, %zu tried (equal preferences in random order, drawn "
-			"anew for every attempt)\n", plan->n_mx_records,
-			plan->n_mx_records == 1 ? "" : "s", plan->n_hosts);
+		fprintf(out, "  mx: %zu record%s, %s%zu tried (equal preferences in random order, "
+			"drawn anew for every attempt)\n", plan->n_mx_records,
+			plan->n_mx_records == 1 ? "" : "s",
+			plan->mx_secure ? "DNSSEC-validated, " : "", plan->n_hosts);
 	for (size_t i = 0; i < plan->n_hosts; i++)
 		print_host(out, cfg, &ctx, plan, i);
 }

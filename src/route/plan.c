@@ -7,6 +7,12 @@
  * still out, and the plan is handed over when it reaches zero. Plans that
  * need no DNS (an IP literal) are handed over from a zero timer, so the
  * callback never runs inside route_plan_start.
+ *
+ * With DANE facts wanted (plan->dnssec), every query goes to the
+ * validating resolver and each host of a proven MX set has a TLSA query
+ * too, counted in `pending` like the address queries; the hosts' DANE
+ * state is settled once everything has answered (settle_dane), because
+ * it depends on the address answers being proven as well.
  */
 #include "route/plan.h"
 
@@ -29,6 +35,18 @@ struct host_lookup {
 	struct ipaddr *found;
 	size_t n_found;
 	enum dns_status status;
+	bool secure;
+	char why[160];
+};
+
+struct tlsa_lookup {
+	struct route_planner *p;
+	size_t host;
+	struct dns_query *q;
+	bool asked;
+	enum dns_status status;
+	bool secure, bogus;
+	size_t n_records;              /* in the answer, usable or not */
 	char why[160];
 };
 
@@ -37,6 +55,7 @@ struct route_planner {
 	struct resolver *res;
 	struct dns_query *mx_query;
 	struct host_lookup *lookups;   /* two per host: [2*i] A, [2*i+1] AAAA */
+	struct tlsa_lookup *tlsas;     /* one per host when plan->dnssec */
 	size_t pending;
 	struct event *done_ev;
 	route_plan_cb cb;
@@ -56,6 +75,7 @@ static void planner_free(struct route_planner *p)
 	if (p->done_ev != NULL)
 		event_free(p->done_ev);
 	free(p->lookups);
+	free(p->tlsas);
 	free(p);
 }
 
@@ -67,9 +87,14 @@ void route_plan_cancel(struct route_planner *p)
 	if (p->lookups != NULL)
 		for (size_t i = 0; i < 2 * p->plan->n_hosts; i++)
 			resolver_cancel(p->lookups[i].q);
+	if (p->tlsas != NULL)
+		for (size_t i = 0; i < p->plan->n_hosts; i++)
+			resolver_cancel(p->tlsas[i].q);
 	route_plan_free(p->plan);
 	planner_free(p);
 }
+
+static void settle_dane(struct route_planner *p);
 
 static void hand_over(struct route_planner *p)
 {
@@ -77,6 +102,8 @@ static void hand_over(struct route_planner *p)
 	route_plan_cb cb = p->cb;
 	void *arg = p->arg;
 
+	if (p->tlsas != NULL && !plan->failed)
+		settle_dane(p);
 	planner_free(p);
 	cb(arg, plan);
 }
@@ -164,6 +191,7 @@ static void address_cb(void *arg, const struct dns_answer *ans)
 
 	l->q = NULL;
 	l->status = ans->status;
+	l->secure = ans->secure;
 	snprintf(l->why, sizeof(l->why), "%s", ans->why);
 	if (ans->status == DNS_OK && (l->found = arena_alloc(a, ans->n * sizeof(*l->found))) != NULL) {
 		for (size_t i = 0; i < ans->n; i++)
@@ -182,6 +210,116 @@ static void address_cb(void *arg, const struct dns_answer *ans)
 		host_settle(p, l->host);
 	if (--p->pending == 0)
 		hand_over(p);
+}
+
+/* Every lookup of a plan goes to the validating resolver when DANE facts
+ * are wanted, so that their answers say whether they are proven. */
+static struct dns_query *ask(struct route_planner *p, const char *name, int rrtype, dns_cb cb,
+			     void *arg)
+{
+	return p->plan->dnssec ? resolver_query_validated(p->res, name, rrtype, cb, arg)
+			       : resolver_query(p->res, name, rrtype, cb, arg);
+}
+
+/* ---- DANE: the TLSA records of each host ---- */
+
+bool route_tlsa_usable(const struct dns_tlsa *t)
+{
+	if ((t->usage != 2 && t->usage != 3) || t->selector > 1)
+		return false;
+	switch (t->mtype) {
+	case 0: return true;             /* the whole certificate or key */
+	case 1: return t->len == 32;     /* SHA2-256 */
+	case 2: return t->len == 64;     /* SHA2-512 */
+	}
+	return false;
+}
+
+static void tlsa_cb(void *arg, const struct dns_answer *ans)
+{
+	struct tlsa_lookup *l = arg;
+	struct route_planner *p = l->p;
+	struct route_plan *plan = p->plan;
+	struct route_host *h = &plan->hosts[l->host];
+
+	l->q = NULL;
+	l->status = ans->status;
+	l->secure = ans->secure;
+	l->bogus = ans->bogus;
+	snprintf(l->why, sizeof(l->why), "%s", ans->why);
+	if (ans->status == DNS_OK && ans->secure) {
+		l->n_records = ans->n;
+		h->tlsa = arena_alloc(&plan->arena, ans->n * sizeof(*h->tlsa));
+		for (size_t i = 0; h->tlsa != NULL && i < ans->n; i++) {
+			struct dns_tlsa t;
+			uint8_t *data;
+
+			if (!dns_rdata_tlsa(ans->rdata[i], (size_t)ans->rdlen[i], &t) ||
+			    !route_tlsa_usable(&t))
+				continue;
+			if ((data = arena_alloc(&plan->arena, t.len)) == NULL) {
+				h->tlsa = NULL;
+				break;
+			}
+			memcpy(data, t.data, t.len);
+			t.data = data;
+			h->tlsa[h->n_tlsa++] = t;
+		}
+		if (h->tlsa == NULL) {
+			h->n_tlsa = 0;
+			l->status = DNS_TEMPFAIL;
+			snprintf(l->why, sizeof(l->why), "out of memory");
+		}
+	}
+	if (--p->pending == 0)
+		hand_over(p);
+}
+
+/* A host's DANE state, once all its lookups have answered (RFC 7672
+ * §2.2): TLSA records count only when they and the host's addresses are
+ * proven; a failed or bogus TLSA lookup makes the host unusable, since
+ * an attacker could be hiding the records. */
+static void settle_dane(struct route_planner *p)
+{
+	struct route_plan *plan = p->plan;
+
+	for (size_t i = 0; i < plan->n_hosts; i++) {
+		struct route_host *h = &plan->hosts[i];
+		const struct tlsa_lookup *t = &p->tlsas[i];
+		const struct host_lookup *l4 = &p->lookups[2 * i], *l6 = &p->lookups[2 * i + 1];
+		bool addrs_secure = (l4->n_found == 0 || l4->secure) && (l6->n_found == 0 || l6->secure);
+
+		h->dane = ROUTE_DANE_NONE;
+		if (!t->asked) {
+			snprintf(h->dane_why, sizeof(h->dane_why), "no TLSA lookup (%s)",
+				 plan->mx_secure ? "an address literal" : "the MX records are not DNSSEC-signed");
+		} else if (t->status == DNS_TEMPFAIL) {
+			h->dane = ROUTE_DANE_FAILED;
+			snprintf(h->dane_why, sizeof(h->dane_why), "TLSA lookup for _25._tcp.%s failed: %.100s",
+				 h->name, t->why);
+		} else if (!t->secure) {
+			snprintf(h->dane_why, sizeof(h->dane_why), "_25._tcp.%s: %s, not DNSSEC-signed",
+				 h->name, t->status == DNS_OK ? "TLSA records" : "no TLSA records");
+		} else if (t->status != DNS_OK) {
+			snprintf(h->dane_why, sizeof(h->dane_why), "_25._tcp.%s: no TLSA records (proven)",
+				 h->name);
+		} else if (!addrs_secure) {
+			snprintf(h->dane_why, sizeof(h->dane_why),
+				 "_25._tcp.%s: TLSA records, but the host's addresses are not DNSSEC-signed",
+				 h->name);
+		} else if (h->n_tlsa == 0) {
+			h->dane = ROUTE_DANE_UNUSABLE;
+			snprintf(h->dane_why, sizeof(h->dane_why),
+				 "_25._tcp.%s: %zu TLSA record%s, none usable for SMTP", h->name,
+				 t->n_records, t->n_records == 1 ? "" : "s");
+		} else {
+			h->dane = ROUTE_DANE_USABLE;
+			snprintf(h->dane_why, sizeof(h->dane_why), "_25._tcp.%s: %zu usable TLSA record%s",
+				 h->name, h->n_tlsa, h->n_tlsa == 1 ? "" : "s");
+		}
+		if (h->dane != ROUTE_DANE_USABLE)
+			h->n_tlsa = 0;
+	}
 }
 
 /* A literal needs no lookup: "192.0.2.1", "2001:db8::1", or the address
@@ -216,13 +354,35 @@ static bool add_host(struct route_plan *plan, const char *name, int preference)
 	return true;
 }
 
+/* RFC 7672 §2.2.1: TLSA records of an MX host are looked up only when
+ * its MX set is proven; the base name is the host name. */
+static void lookup_tlsa(struct route_planner *p, size_t i)
+{
+	struct tlsa_lookup *l = &p->tlsas[i];
+	char qname[DNS_NAME_MAX + 16];
+
+	l->p = p;
+	l->host = i;
+	l->asked = true;
+	snprintf(qname, sizeof(qname), "_25._tcp.%s", p->plan->hosts[i].name);
+	l->q = ask(p, qname, DNS_TYPE_TLSA, tlsa_cb, l);
+	if (l->q == NULL) {
+		l->status = DNS_TEMPFAIL;
+		snprintf(l->why, sizeof(l->why), "out of memory");
+		return;
+	}
+	p->pending++;
+}
+
 /* Look up every host's addresses; hosts that are literals are settled now. */
 static void lookup_hosts(struct route_planner *p)
 {
 	struct route_plan *plan = p->plan;
 
 	p->lookups = calloc(2 * plan->n_hosts, sizeof(*p->lookups));
-	if (p->lookups == NULL) {
+	if (plan->dnssec)
+		p->tlsas = calloc(plan->n_hosts, sizeof(*p->tlsas));
+	if (p->lookups == NULL || (plan->dnssec && p->tlsas == NULL)) {
 		plan_fail(p, DS_TEMP, "4.3.0", "out of memory");
 		hand_over_later(p);
 		return;
@@ -255,8 +415,7 @@ static void lookup_hosts(struct route_planner *p)
 
 			if (!route_strategy_wants(plan->ip_strategy, l->family))
 				continue;
-			l->q = resolver_query(p->res, h->name, k == 0 ? DNS_TYPE_A : DNS_TYPE_AAAA,
-					      address_cb, l);
+			l->q = ask(p, h->name, k == 0 ? DNS_TYPE_A : DNS_TYPE_AAAA, address_cb, l);
 			if (l->q == NULL) {
 				l->status = DNS_TEMPFAIL;
 				snprintf(l->why, sizeof(l->why), "out of memory");
@@ -266,6 +425,8 @@ static void lookup_hosts(struct route_planner *p)
 		}
 		if (p->lookups[2 * i].q == NULL && p->lookups[2 * i + 1].q == NULL)
 			host_settle(p, i);
+		if (p->tlsas != NULL && plan->mx_secure)
+			lookup_tlsa(p, i);
 	}
 	if (p->pending == 0)
 		hand_over_later(p);
@@ -281,6 +442,7 @@ static void mx_cb(void *arg, const struct dns_answer *ans)
 	size_t n = 0, kept;
 
 	p->mx_query = NULL;
+	plan->mx_secure = ans->secure && (ans->status == DNS_OK || ans->status == DNS_NODATA);
 	switch (ans->status) {
 	case DNS_TEMPFAIL:
 		plan_fail(p, DS_TEMP, "4.4.3", "MX lookup for %s failed: %s", plan->domain, ans->why);
@@ -431,7 +593,9 @@ struct route_planner *route_plan_start(struct resolver *res, struct event_base *
 		hand_over_later(p);
 		return p;
 	}
-	p->mx_query = resolver_query(res, domain, DNS_TYPE_MX, mx_cb, p);
+	plan->dnssec = resolver_validates(res) &&
+		       config_eval(cfg, CFG_QUEUE_OUTBOUND_TLS_DANE, ctx)->num != CFG_POLICY_DISABLE;
+	p->mx_query = ask(p, domain, DNS_TYPE_MX, mx_cb, p);
 	if (p->mx_query == NULL) {
 		route_plan_cancel(p);
 		return NULL;

@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 
 #include "config/rules.h"
+#include "dns/rdata.h"
 #include "dns/resolver.h"
 #include "outbound/status.h"
 #include "util/arena.h"
@@ -35,6 +36,16 @@ struct cfg_section;
 
 #define ROUTE_MX_PORT 25
 
+/* DANE (RFC 7672) for one MX host, from DNSSEC-validated lookups. */
+enum route_dane {
+	ROUTE_DANE_NONE,      /* DANE does not apply: not looked up (a relay, no trust
+				 anchor, tls.dane disabled), or no secure TLSA records */
+	ROUTE_DANE_USABLE,    /* secure TLSA records, some usable: TLS, matched against them */
+	ROUTE_DANE_UNUSABLE,  /* secure TLSA records, none usable for SMTP: TLS required,
+				 the certificate unchecked (RFC 7672 §2.2) */
+	ROUTE_DANE_FAILED,    /* the TLSA lookup failed or was bogus: host not used */
+};
+
 struct route_host {
 	const char *name;          /* MX exchange, the domain itself, or the relay's address */
 	int preference;            /* from the MX record; -1 for implicit MX and relays */
@@ -44,6 +55,10 @@ struct route_host {
 	/* When n_addrs is 0: why (class DS_PERM when the name has no usable
 	 * address records, DS_TEMP when a lookup failed). */
 	struct delivery_status none;
+	enum route_dane dane;
+	struct dns_tlsa *tlsa;     /* ROUTE_DANE_USABLE: the usable records */
+	size_t n_tlsa;
+	char dane_why[160];        /* what the DANE lookups found, for logs and tern route */
 };
 
 struct route_plan {
@@ -55,6 +70,8 @@ struct route_plan {
 	int64_t limit_mx, limit_multihomed;
 	bool implicit_mx;          /* no MX records: the domain is its own host */
 	size_t n_mx_records;       /* usable MX records found, before limits.mx */
+	bool dnssec;               /* lookups were validated: DANE could apply */
+	bool mx_secure;            /* the MX answer (or its NODATA) was DNSSEC-proven */
 	struct route_host *hosts;
 	size_t n_hosts;
 	bool failed;               /* no host to try; fail says why */
@@ -68,7 +85,14 @@ typedef void (*route_plan_cb)(void *arg, struct route_plan *plan);
 /* Plan for remote (a relay) or, when remote is NULL, for domain's MX
  * hosts. ctx holds the variables of set R (sender, rcpt-domain, ...) that
  * ip-strategy and the limits are evaluated with; it is not kept. NULL
- * when out of memory. */
+ * when out of memory.
+ *
+ * DANE facts: for delivery by MX, when the resolver validates and
+ * queue.outbound.tls.dane (evaluated with ctx, mx empty) is not
+ * "disable", the MX and address lookups are validated, and every host of
+ * a DNSSEC-proven MX set gets its TLSA records `_25._tcp.<host>` looked
+ * up as well. The plan only states what DNS said (route_host.dane);
+ * whether a host must use DANE is the connection's policy. */
 struct route_planner *route_plan_start(struct resolver *res, struct event_base *base,
 				       const struct config *cfg, const struct cfg_section *remote,
 				       const char *domain, const struct rule_ctx *ctx,
@@ -100,6 +124,11 @@ size_t route_order_mx(struct route_mx *mx, size_t n, size_t limit);
  */
 size_t route_order_addrs(const struct ipaddr *v4, size_t n4, const struct ipaddr *v6, size_t n6,
 			 int64_t strategy, size_t limit, struct ipaddr *out);
+
+/* Can tern match a certificate against this TLSA record for SMTP? Only
+ * DANE-TA(2) and DANE-EE(3) with a known selector and matching type, and
+ * a digest of the right length (RFC 7672 §3.1). */
+bool route_tlsa_usable(const struct dns_tlsa *t);
 
 /* Does the strategy look up A, and AAAA? */
 bool route_strategy_wants(int64_t strategy, int family);

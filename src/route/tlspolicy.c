@@ -33,6 +33,40 @@ void route_tls_policy(const struct config *cfg, const struct cfg_section *remote
 	}
 }
 
+bool route_tls_dane(const struct config *cfg, const struct rule_ctx *ctx,
+		    const struct route_host *h, struct tls_policy *out,
+		    struct delivery_status *why)
+{
+	int64_t dane = config_eval(cfg, CFG_QUEUE_OUTBOUND_TLS_DANE, ctx)->num;
+
+	if (dane == CFG_POLICY_DISABLE)
+		return true;
+	switch (h->dane) {
+	case ROUTE_DANE_USABLE:
+		out->use = TLS_USE_REQUIRED;
+		out->verify = TLS_VERIFY_DANE;
+		out->tlsa = h->tlsa;
+		out->n_tlsa = h->n_tlsa;
+		return true;
+	case ROUTE_DANE_UNUSABLE:
+		out->use = TLS_USE_REQUIRED;
+		out->verify = TLS_VERIFY_NONE;
+		return true;
+	case ROUTE_DANE_FAILED:
+		ds_set_local(why, DS_TEMP, STAGE_TLS, "4.7.5", "DANE: %s; %s is not used", h->dane_why,
+			     h->name);
+		return false;
+	case ROUTE_DANE_NONE:
+		break;
+	}
+	if (dane != CFG_POLICY_REQUIRE)
+		return true;
+	ds_set_local(why, DS_TEMP, STAGE_TLS, "4.7.5",
+		     "DANE is required, but %s has no usable DNSSEC-validated TLSA records (%s)",
+		     h->name, h->dane_why[0] != '\0' ? h->dane_why : "not looked up");
+	return false;
+}
+
 const char *route_tls_describe(const struct tls_policy *p, char *out, size_t outlen)
 {
 	static const char *const uses[] = {
@@ -42,11 +76,15 @@ const char *route_tls_describe(const struct tls_policy *p, char *out, size_t out
 		[TLS_USE_IMPLICIT] = "TLS on connect",
 	};
 
+	static const char *const verifies[] = {
+		[TLS_VERIFY_NONE] = "any certificate",
+		[TLS_VERIFY_NAME] = "certificate verified for the host name",
+		[TLS_VERIFY_DANE] = "certificate matched against the TLSA records (DANE)",
+	};
+
 	if (p->use == TLS_USE_NEVER)
 		snprintf(out, outlen, "%s", uses[p->use]);
 	else
-		snprintf(out, outlen, "%s, %s", uses[p->use],
-			 p->verify == TLS_VERIFY_NAME ? "certificate verified for the host name"
-						      : "any certificate");
+		snprintf(out, outlen, "%s, %s", uses[p->use], verifies[p->verify]);
 	return out;
 }

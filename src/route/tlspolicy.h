@@ -8,16 +8,20 @@
  * and accepts any certificate, whatever allow-invalid-certs says (SPEC's
  * opportunistic default); allow-invalid-certs matters for implicit TLS.
  *
- * This is the step MTA-STS and DANE will tighten, host by host. Not here:
+ * DANE (RFC 7672) tightens it host by host (route_tls_dane), from the
+ * facts the planner gathered, and takes precedence over MTA-STS. Not here:
  * the memory of hosts whose handshakes failed (the connector's), the
  * handshake itself (tls/tls.h, outbound/client.c).
  */
 #ifndef TERN_ROUTE_TLSPOLICY_H
 #define TERN_ROUTE_TLSPOLICY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config/rules.h"
+#include "outbound/status.h"
+#include "route/plan.h"
 #include "tls/tls.h"
 
 struct config;
@@ -27,6 +31,18 @@ struct cfg_section;
  * NULL, to the MX host ctx names. */
 void route_tls_policy(const struct config *cfg, const struct cfg_section *remote,
 		      const struct rule_ctx *ctx, struct tls_policy *out);
+
+/*
+ * DANE for MX host h under queue.outbound.tls.dane (ctx: set M, mx = h):
+ * usable TLSA records make TLS required and matched against them;
+ * records none of which is usable make TLS required, unauthenticated.
+ * Returns false when h must not be used, why filled (temporary, 4.7.5):
+ * its TLSA lookup failed or was bogus, or `require` and h has no usable
+ * proven TLSA records. With `disable`, *out is left as it is.
+ */
+bool route_tls_dane(const struct config *cfg, const struct rule_ctx *ctx,
+		    const struct route_host *h, struct tls_policy *out,
+		    struct delivery_status *why);
 
 /* What the policy does, in words for `tern route`: "STARTTLS when
  * offered, any certificate". Returns out. */

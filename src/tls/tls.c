@@ -23,6 +23,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "dns/rdata.h"
 #include "util/ipaddr.h"
 
 struct tls_client {
@@ -61,7 +62,7 @@ struct tls_client *tls_client_new(char *err, size_t errlen)
 	SSL_CTX_set_mode(tc->ctx, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_verify(tc->ctx, SSL_VERIFY_NONE, NULL);
 	if (SSL_CTX_set_min_proto_version(tc->ctx, TLS1_2_VERSION) != 1 ||
-	    SSL_CTX_set_default_verify_paths(tc->ctx) != 1) {
+	    SSL_CTX_set_default_verify_paths(tc->ctx) != 1 || SSL_CTX_dane_enable(tc->ctx) <= 0) {
 		openssl_error(err, errlen, "cannot set up the TLS client context");
 		tls_client_free(tc);
 		return NULL;
@@ -101,8 +102,27 @@ bool tls_name_ip(const char *name, char *ip, size_t iplen)
 	return true;
 }
 
-struct ssl_st *tls_client_ssl_new(struct tls_client *tc, const char *name, char *err,
-				  size_t errlen)
+/* The TLSA records of policy on ssl, with name as the reference
+ * identifier for DANE-TA (RFC 7672 §3.2.3: the MX host name). */
+static bool set_dane(SSL *ssl, const char *name, const struct tls_policy *policy)
+{
+	if (SSL_set_tlsext_host_name(ssl, name) != 1 || SSL_dane_enable(ssl, name) <= 0)
+		return false;
+	/* RFC 7672 §3.1.1: a DANE-EE match is all there is to check. */
+	SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+	for (size_t i = 0; i < policy->n_tlsa; i++) {
+		const struct dns_tlsa *t = &policy->tlsa[i];
+
+		/* 0: a record OpenSSL cannot use (the planner keeps only
+		 * usable ones); below 0: out of memory. */
+		if (SSL_dane_tlsa_add(ssl, t->usage, t->selector, t->mtype, t->data, t->len) < 0)
+			return false;
+	}
+	return true;
+}
+
+struct ssl_st *tls_client_ssl_new(struct tls_client *tc, const char *name,
+				  const struct tls_policy *policy, char *err, size_t errlen)
 {
 	char ip[IPADDR_STRLEN];
 	SSL *ssl;
@@ -114,7 +134,9 @@ struct ssl_st *tls_client_ssl_new(struct tls_client *tc, const char *name, char 
 		openssl_error(err, errlen, "cannot create a TLS session");
 		return NULL;
 	}
-	if (tls_name_ip(name, ip, sizeof(ip))) {
+	if (policy->verify == TLS_VERIFY_DANE) {
+		ok = set_dane(ssl, name, policy);
+	} else if (tls_name_ip(name, ip, sizeof(ip))) {
 		ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), ip) == 1;
 	} else {
 		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
@@ -128,26 +150,39 @@ struct ssl_st *tls_client_ssl_new(struct tls_client *tc, const char *name, char 
 	return ssl;
 }
 
-void tls_describe(struct ssl_st *ssl, struct tls_info *out)
+void tls_describe(struct ssl_st *ssl, const struct tls_policy *policy, struct tls_info *out)
 {
 	X509 *peer = SSL_get0_peer_certificate(ssl);
 	long result = SSL_get_verify_result(ssl);
 
+	bool dane = policy->verify == TLS_VERIFY_DANE;
+	uint8_t usage;
+
 	memset(out, 0, sizeof(*out));
+	out->dane_usage = -1;
 	snprintf(out->protocol, sizeof(out->protocol), "%s", SSL_get_version(ssl));
 	snprintf(out->cipher, sizeof(out->cipher), "%s", SSL_get_cipher_name(ssl));
-	if (peer == NULL)
+	if (peer == NULL) {
 		snprintf(out->why_not, sizeof(out->why_not), "no certificate");
-	else if (result != X509_V_OK)
-		snprintf(out->why_not, sizeof(out->why_not), "%s",
+	} else if (result != X509_V_OK) {
+		snprintf(out->why_not, sizeof(out->why_not), "%s%s", dane ? "DANE: " : "",
 			 X509_verify_cert_error_string(result));
-	else
+	} else if (dane && SSL_get0_dane_tlsa(ssl, &usage, NULL, NULL, NULL, NULL) < 0) {
+		/* Verified, but by the trust store: DANE wanted a TLSA match. */
+		snprintf(out->why_not, sizeof(out->why_not), "DANE: no TLSA record matched");
+	} else {
 		out->verified = true;
+		if (dane)
+			out->dane_usage = usage;
+	}
 }
 
 const char *tls_info_format(const struct tls_info *info, char *out, size_t outlen)
 {
-	if (info->verified)
+	if (info->verified && info->dane_usage >= 0)
+		snprintf(out, outlen, "%s:%s verified=yes(dane-%s)", info->protocol, info->cipher,
+			 info->dane_usage == 3 ? "ee" : info->dane_usage == 2 ? "ta" : "other");
+	else if (info->verified)
 		snprintf(out, outlen, "%s:%s verified=yes", info->protocol, info->cipher);
 	else
 		snprintf(out, outlen, "%s:%s verified=no(%s)", info->protocol, info->cipher,
@@ -162,6 +197,8 @@ bool tls_policy_met(const struct tls_policy *policy, const struct tls_info *info
 		return true;
 	case TLS_VERIFY_NAME:
 		return info->verified;
+	case TLS_VERIFY_DANE:
+		return info->verified && info->dane_usage >= 0;
 	}
 	return false;
 }

@@ -14,9 +14,9 @@
  * struct tls_policy, applied after the handshake (tls_policy_met), so one
  * handshake serves both opportunistic TLS (RFC 7435), which only logs an
  * unverified certificate, and verified TLS, which refuses the host.
- * MTA-STS and DANE will plug in as policies that tighten a connection's
- * (a DANE policy carrying the TLSA records to match); the handshake stays
- * as it is.
+ * DANE is such a policy too: it carries the TLSA records, which OpenSSL's
+ * own DANE support (SSL_dane_enable) checks the chain against during the
+ * same handshake.
  *
  * Not here: sockets and the event loop (the outbound client wraps its
  * connection in the SSL made here), choosing a policy from the
@@ -29,6 +29,7 @@
 #include <stddef.h>
 
 struct ssl_st;      /* OpenSSL's SSL */
+struct dns_tlsa;    /* dns/rdata.h */
 struct tls_client;  /* the process's client context */
 
 /* When a connection speaks TLS. */
@@ -43,11 +44,19 @@ enum tls_use {
 enum tls_verify {
 	TLS_VERIFY_NONE,   /* any certificate: the result is only logged */
 	TLS_VERIFY_NAME,   /* a chain to a trusted root, valid now, for the name */
+	TLS_VERIFY_DANE,   /* a match with one of the TLSA records (RFC 7672) */
 };
 
 struct tls_policy {
 	enum tls_use use;
 	enum tls_verify verify;
+	/* TLS_VERIFY_DANE: the host's usable TLSA records, owned by the
+	 * caller and read when the SSL is made. DANE-EE (usage 3) matches the
+	 * server's own certificate or key, with no name or date check;
+	 * DANE-TA (usage 2) a certificate of the chain, and the name is
+	 * checked as for TLS_VERIFY_NAME (RFC 7672 §3.1). */
+	const struct dns_tlsa *tlsa;
+	size_t n_tlsa;
 };
 
 /* The longest text tls_info_format writes, NUL included. */
@@ -57,8 +66,10 @@ struct tls_policy {
 struct tls_info {
 	char protocol[16];   /* "TLSv1.3" */
 	char cipher[64];     /* "TLS_AES_256_GCM_SHA384" */
-	bool verified;       /* chain to a trusted root, in date, name matched */
+	bool verified;       /* chain to a trusted root, in date, name matched;
+				or, under DANE, a TLSA record matched */
 	char why_not[96];    /* when not verified: OpenSSL's reason */
+	int dane_usage;      /* the usage of the TLSA record that matched, or -1 */
 };
 
 /* The process's client context; NULL with err filled when OpenSSL
@@ -67,23 +78,27 @@ struct tls_client *tls_client_new(char *err, size_t errlen);
 void tls_client_free(struct tls_client *tc);
 
 /*
- * A client SSL for one connection to name: a host name gets SNI and is
- * the name the certificate must carry; an IP literal ("192.0.2.1",
- * "2001:db8::1", "[192.0.2.1]", "[IPv6:2001:db8::1]") gets no SNI and is
- * the address the certificate must carry. The caller owns the SSL. NULL
- * with err filled when out of memory.
+ * A client SSL for one connection to name under policy: a host name gets
+ * SNI and is the name the certificate must carry; an IP literal
+ * ("192.0.2.1", "2001:db8::1", "[192.0.2.1]", "[IPv6:2001:db8::1]") gets
+ * no SNI and is the address the certificate must carry. Under
+ * TLS_VERIFY_DANE the policy's TLSA records are what the chain is
+ * checked against (records OpenSSL cannot use are skipped; none usable
+ * leaves nothing to match, so the certificate is refused). The caller
+ * owns the SSL. NULL with err filled when out of memory.
  */
-struct ssl_st *tls_client_ssl_new(struct tls_client *tc, const char *name, char *err,
-				  size_t errlen);
+struct ssl_st *tls_client_ssl_new(struct tls_client *tc, const char *name,
+				  const struct tls_policy *policy, char *err, size_t errlen);
 
 /* The address in name when it is an IP literal (forms as above), as text
  * into ip (IPADDR_STRLEN bytes will do); false for a host name. */
 bool tls_name_ip(const char *name, char *ip, size_t iplen);
 
-/* What a finished handshake on ssl gave. */
-void tls_describe(struct ssl_st *ssl, struct tls_info *out);
-/* "TLSv1.3:TLS_AES_256_GCM_SHA384 verified=yes", or "... verified=no(self-
- * signed certificate)"; cut to outlen. Returns out. */
+/* What a finished handshake on ssl, made for policy, gave. */
+void tls_describe(struct ssl_st *ssl, const struct tls_policy *policy, struct tls_info *out);
+/* "TLSv1.3:TLS_AES_256_GCM_SHA384 verified=yes", "... verified=yes(dane-ee)"
+ * or "... verified=no(self-signed certificate)"; cut to outlen. Returns
+ * out. */
 const char *tls_info_format(const struct tls_info *info, char *out, size_t outlen);
 /* Does a finished handshake satisfy the policy? */
 bool tls_policy_met(const struct tls_policy *policy, const struct tls_info *info);

@@ -11,7 +11,9 @@
  *   1..63, no leading or trailing dot; the count of bytes used is within
  *   the input and the name re-encodes to exactly those bytes, up to case;
  * - an MX parses exactly when its name ends at the end of the data;
- * - A parses exactly for 4 bytes, AAAA for 16, and copies them.
+ * - A parses exactly for 4 bytes, AAAA for 16, and copies them;
+ * - TLSA parses exactly from 4 bytes on, its data inside the input, and
+ *   a record judged usable has a digest of its matching type's length.
  */
 #include <assert.h>
 #include <stdint.h>
@@ -21,6 +23,7 @@
 
 #include "dns/rdata.h"
 #include "dns/resolver.h"
+#include "route/plan.h"
 
 static void check_name(const char *name, const uint8_t *wire, size_t used)
 {
@@ -62,6 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t *copy = malloc(size ? size : 1);
 	char name[DNS_NAME_MAX + 1];
 	struct ipaddr addr;
+	struct dns_tlsa tlsa;
 	uint16_t pref;
 	size_t used;
 
@@ -85,6 +89,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	assert(dns_rdata_addr(copy, size, DNS_TYPE_AAAA, &addr) == (size == 16));
 	if (size == 16)
 		assert(addr.family == AF_INET6 && memcmp(addr.bytes, copy, 16) == 0);
+	if (dns_rdata_tlsa(copy, size, &tlsa)) {
+		assert(size >= 4 && tlsa.data == copy + 3 && tlsa.len == size - 3);
+		assert(tlsa.usage == copy[0] && tlsa.selector == copy[1] && tlsa.mtype == copy[2]);
+		if (route_tlsa_usable(&tlsa))
+			assert((tlsa.usage == 2 || tlsa.usage == 3) && tlsa.selector <= 1 &&
+			       (tlsa.mtype == 0 || (tlsa.mtype == 1 && tlsa.len == 32) ||
+				(tlsa.mtype == 2 && tlsa.len == 64)));
+	} else {
+		assert(size < 4);
+	}
 	free(copy);
 	return 0;
 }

@@ -125,11 +125,24 @@ class MxServer:
             return ""
 
 
+# The namespace's DNS has no root: with Debian's root key as its trust
+# anchor, tern's validating lookups would all be bogus. Unless a test names
+# its own anchors, tern gets one for a zone no test serves, so that every
+# test zone is simply unsigned (insecure) to it.
+NO_ANCHOR = "no-dnssec.example. IN DS 1 13 2 " + "00" * 32
+
+
 class NsTern(TernServer):
-    """tern serve inside the namespace, asking only the test's NSD."""
+    """tern serve inside the namespace, asking only the test's NSD.
+    trust_anchor: a trust anchor file for resolver.dnssec.trust-anchor."""
 
     def __init__(self, ns, workdir, extra="", resolver="udp://127.0.0.1:53", resolver_extra="",
-                 env=None):
+                 env=None, trust_anchor=None):
+        if trust_anchor is None:
+            trust_anchor = os.path.join(str(workdir), "no-anchor.key")
+            with open(trust_anchor, "w") as f:
+                f.write(NO_ANCHOR + "\n")
+        resolver_extra += '\ndnssec.trust-anchor = "file://%s"' % trust_anchor
         super().__init__(workdir, extra, port=2525, resolver=resolver,
                          resolver_extra=resolver_extra, env=env)
         self.ns = ns

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from mxpeer import MxServer, NsTern, send
+from mxpeer import NO_ANCHOR, MxServer, NsTern, send
 from netns import NetNs
 from nsd import Nsd, SilentDns, zone
 from peers import TERN_BIN, wait_for
@@ -430,8 +430,12 @@ def test_tern_route_with_the_users_example_config(world, tmp_path):
     with open(os.path.join(repo, "tests/golden/config/user-example.toml")) as f:
         config = f.read()
     path = os.path.join(str(tmp_path), "user-example.toml")
+    anchor = os.path.join(str(tmp_path), "no-anchor.key")
+    with open(anchor, "w") as f:
+        f.write(NO_ANCHOR + "\n")   # the namespace's DNS has no signed root
     with open(path, "w") as f:
-        f.write(config + '\n[resolver]\ntype = "custom"\ncustom = ["udp://127.0.0.1:53"]\n')
+        f.write(config + '\n[resolver]\ntype = "custom"\ncustom = ["udp://127.0.0.1:53"]\n'
+                'dnssec.trust-anchor = "file://%s"\n' % anchor)
     r = tern_route(ns, path, "-f", "sender@mydomain.net", "user@foobar.net",
                    "someone@" + d("dual"))
     print(r.stdout)

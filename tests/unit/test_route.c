@@ -89,6 +89,41 @@ static void test_name_refusals(void **state)
 	assert_int_equal(dns_name_text(long_name, 255, out, 100), 0);
 }
 
+/* TLSA rdata, and which records DANE for SMTP can use (RFC 7672 §3.1). */
+static void test_tlsa_rdata_and_usability(void **state)
+{
+	uint8_t rd[3 + 64];
+	struct dns_tlsa t;
+
+	(void)state;
+	memset(rd, 0xab, sizeof(rd));
+	assert_false(dns_rdata_tlsa(rd, 3, &t));    /* parameters without data */
+	rd[0] = 3, rd[1] = 1, rd[2] = 1;
+	assert_true(dns_rdata_tlsa(rd, 3 + 32, &t));
+	assert_int_equal(t.usage, 3);
+	assert_int_equal(t.selector, 1);
+	assert_int_equal(t.mtype, 1);
+	assert_ptr_equal(t.data, rd + 3);
+	assert_int_equal(t.len, 32);
+	assert_true(route_tlsa_usable(&t));         /* DANE-EE SPKI SHA2-256 */
+	t.len = 31;
+	assert_false(route_tlsa_usable(&t));        /* a digest of the wrong length */
+	t.len = 64, t.mtype = 2;
+	assert_true(route_tlsa_usable(&t));         /* SHA2-512 */
+	t.mtype = 3;
+	assert_false(route_tlsa_usable(&t));        /* unknown matching type */
+	t.mtype = 0, t.len = 5;
+	assert_true(route_tlsa_usable(&t));         /* the full key */
+	t.usage = 2, t.selector = 0, t.mtype = 1, t.len = 32;
+	assert_true(route_tlsa_usable(&t));         /* DANE-TA */
+	t.usage = 1;
+	assert_false(route_tlsa_usable(&t));        /* PKIX-EE: not for SMTP */
+	t.usage = 0;
+	assert_false(route_tlsa_usable(&t));        /* PKIX-TA: not for SMTP */
+	t.usage = 3, t.selector = 2;
+	assert_false(route_tlsa_usable(&t));        /* unknown selector */
+}
+
 static void test_addr_rdata(void **state)
 {
 	static const uint8_t a[] = { 192, 0, 2, 7 };
@@ -243,6 +278,7 @@ int main(void)
 		cmocka_unit_test(test_mx_rdata),
 		cmocka_unit_test(test_name_refusals),
 		cmocka_unit_test(test_addr_rdata),
+		cmocka_unit_test(test_tlsa_rdata_and_usability),
 		cmocka_unit_test(test_mx_sorted_and_limited),
 		cmocka_unit_test(test_mx_equal_preferences_shuffled),
 		cmocka_unit_test(test_null_mx),

@@ -39,12 +39,19 @@ static struct ipaddr ip(const char *s)
 
 static void test_summary_format(void **state)
 {
-	struct tls_info info = { "TLSv1.3", "TLS_AES_256_GCM_SHA384", true, "" };
+	struct tls_info info = { "TLSv1.3", "TLS_AES_256_GCM_SHA384", true, "", -1 };
 	char out[TLS_SUMMARY_MAX], small[12];
 
 	(void)state;
 	assert_string_equal(tls_info_format(&info, out, sizeof(out)),
 			    "TLSv1.3:TLS_AES_256_GCM_SHA384 verified=yes");
+	info.dane_usage = 3;
+	assert_string_equal(tls_info_format(&info, out, sizeof(out)),
+			    "TLSv1.3:TLS_AES_256_GCM_SHA384 verified=yes(dane-ee)");
+	info.dane_usage = 2;
+	assert_string_equal(tls_info_format(&info, out, sizeof(out)),
+			    "TLSv1.3:TLS_AES_256_GCM_SHA384 verified=yes(dane-ta)");
+	info.dane_usage = -1;
 	info.verified = false;
 	snprintf(info.why_not, sizeof(info.why_not), "unable to get local issuer certificate");
 	assert_string_equal(tls_info_format(&info, out, sizeof(out)),
@@ -62,16 +69,22 @@ static void test_summary_format(void **state)
 
 static void test_policy_met(void **state)
 {
-	struct tls_info verified = { "TLSv1.2", "x", true, "" };
-	struct tls_info unverified = { "TLSv1.2", "x", false, "hostname mismatch" };
-	struct tls_policy any = { TLS_USE_OFFERED, TLS_VERIFY_NONE };
-	struct tls_policy named = { TLS_USE_REQUIRED, TLS_VERIFY_NAME };
+	struct tls_info verified = { "TLSv1.2", "x", true, "", -1 };
+	struct tls_info unverified = { "TLSv1.2", "x", false, "hostname mismatch", -1 };
+	struct tls_info by_dane = { "TLSv1.2", "x", true, "", 3 };
+	struct tls_policy any = { TLS_USE_OFFERED, TLS_VERIFY_NONE, NULL, 0 };
+	struct tls_policy named = { TLS_USE_REQUIRED, TLS_VERIFY_NAME, NULL, 0 };
+	struct tls_policy dane = { TLS_USE_REQUIRED, TLS_VERIFY_DANE, NULL, 0 };
 
 	(void)state;
 	assert_true(tls_policy_met(&any, &verified));
 	assert_true(tls_policy_met(&any, &unverified));
 	assert_true(tls_policy_met(&named, &verified));
 	assert_false(tls_policy_met(&named, &unverified));
+	/* DANE is met by a TLSA match only, not by the trust store. */
+	assert_true(tls_policy_met(&dane, &by_dane));
+	assert_false(tls_policy_met(&dane, &verified));
+	assert_false(tls_policy_met(&dane, &unverified));
 }
 
 static void test_name_ip(void **state)
@@ -96,6 +109,8 @@ static void test_name_ip(void **state)
 	assert_false(tls_name_ip("", out, sizeof(out)));
 }
 
+static const struct tls_policy name_policy = { TLS_USE_REQUIRED, TLS_VERIFY_NAME, NULL, 0 };
+
 /* The SSL carries SNI and the name to check for a host name, only the
  * address for an IP literal. */
 static void test_ssl_names(void **state)
@@ -107,11 +122,11 @@ static void test_ssl_names(void **state)
 
 	(void)state;
 	assert_non_null(tc);
-	host = tls_client_ssl_new(tc, "mx.example.org", err, sizeof(err));
+	host = tls_client_ssl_new(tc, "mx.example.org", &name_policy, err, sizeof(err));
 	assert_non_null(host);
 	assert_string_equal(SSL_get_servername(host, TLSEXT_NAMETYPE_host_name), "mx.example.org");
 	assert_string_equal(X509_VERIFY_PARAM_get0_host(SSL_get0_param(host), 0), "mx.example.org");
-	lit = tls_client_ssl_new(tc, "[192.0.2.1]", err, sizeof(err));
+	lit = tls_client_ssl_new(tc, "[192.0.2.1]", &name_policy, err, sizeof(err));
 	assert_non_null(lit);
 	assert_null(SSL_get_servername(lit, TLSEXT_NAMETYPE_host_name));
 	assert_null(X509_VERIFY_PARAM_get0_host(SSL_get0_param(lit), 0));
