@@ -268,13 +268,15 @@ static json_t *last_error_json(const struct queue_rcpt_info *info)
 
 	if (ds == NULL || ds->cls == DS_OK)
 		return json_null();
-	return json_pack("{s:o, s:o, s:s, s:o, s:b, s:o, s:o}",
+	return json_pack("{s:o, s:o, s:s, s:o, s:b, s:o, s:o, s:o}",
 			 "code", ds->code != 0 ? json_integer(ds->code) : json_null(),
 			 "dsn", ds->enhanced[0] != '\0' ? json_text(ds->enhanced) : json_null(),
 			 "stage", ds_stage_name(ds->stage),
 			 "text", json_text(ds->text),
 			 "remote", ds->remote != 0,
 			 "relay", json_text(info->last_relay != NULL ? info->last_relay : "none"),
+			 "tls", info->last_tls != NULL && info->last_tls[0] != '\0'
+				? json_text(info->last_tls) : json_null(),
 			 "at", json_time(info->last_ms));
 }
 

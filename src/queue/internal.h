@@ -13,6 +13,7 @@
 
 #include "outbound/status.h"
 #include "queue/queue.h"
+#include "tls/tls.h"
 
 /* The last outcome of a recipient, for notices and the management API;
  * in memory only. */
@@ -20,6 +21,7 @@ struct rcpt_last {
 	struct delivery_status ds;
 	char relay[160];
 	char mx[256];        /* the host that answered, "" when none did */
+	char tls[TLS_SUMMARY_MAX]; /* the session's TLS, as in the log line */
 	int64_t at_ms;
 };
 

@@ -329,6 +329,7 @@ static void remember_outcome(struct qmsg *m, size_t idx, const struct delivery_s
 	l->ds = *ds;
 	snprintf(l->relay, sizeof(l->relay), "%s", d->relay);
 	snprintf(l->mx, sizeof(l->mx), "%s", d->remote_ip.family != 0 ? d->mx : "");
+	snprintf(l->tls, sizeof(l->tls), "%s", d->tls);
 	l->at_ms = now;
 }
 
@@ -723,6 +724,7 @@ void queue_rcpt_info(struct queue *q, const struct message *msg, size_t i,
 	if (l != NULL) {
 		out->last = &l->ds;
 		out->last_relay = l->relay;
+		out->last_tls = l->tls;
 		out->last_ms = l->at_ms;
 	}
 }

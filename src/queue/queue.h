@@ -53,6 +53,7 @@ struct queue_rcpt_info {
 	 * before the first attempt. */
 	const struct delivery_status *last;
 	const char *last_relay;              /* "mx1.example.org[192.0.2.1]:25", "none" */
+	const char *last_tls;                /* as tls= in the log line; "" when none */
 	int64_t last_ms;
 };
 void queue_rcpt_info(struct queue *q, const struct message *msg, size_t i,

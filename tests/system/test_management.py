@@ -214,6 +214,7 @@ def test_show_gives_each_recipients_last_error(tmp_path):
             assert e["code"] is None and e["dsn"] == "4.4.1" and e["stage"] == "connect"
             assert e["remote"] is False
             assert re.fullmatch(r"down\[127\.0\.0\.1\]:\d+", e["relay"])
+            assert e["tls"] is None   # no session, so no TLS either
             assert "Connection refused" in e["text"]
             assert re.fullmatch(TIME_RE, e["at"])
 
@@ -230,6 +231,7 @@ def test_show_gives_the_remote_reply(tmp_path):
         assert e["remote"] is True and e["stage"] == "rcpt-to"
         assert 400 <= e["code"] < 500 and e["dsn"].startswith("4.")
         assert e["relay"] == "sink[127.0.0.1]:%d" % sink.port
+        assert e["tls"] == "none(not offered)"   # as tls= in the log line
 
 
 def test_retry_attempts_again(tmp_path):
