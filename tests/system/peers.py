@@ -11,6 +11,7 @@ a context manager that stops its process (SIGTERM, then SIGKILL) on exit.
 import email
 import glob
 import os
+import re
 import shutil
 import signal
 import socket
@@ -39,6 +40,18 @@ def wait_port(port, host="127.0.0.1", timeout=15.0, proc=None):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("nothing listens on %s:%d after %.0fs" % (host, port, timeout))
+
+
+def field(line, name):
+    """The value of name=... in a delivery log line (up to the next space)."""
+    m = re.search(r"\b%s=(\S+)" % name, line)
+    return m.group(1) if m else None
+
+
+def tls_of(line):
+    """The tls= value of a delivery log line: it may hold spaces, and status= follows it."""
+    m = re.search(r" tls=(.*?) status=", line)
+    return m.group(1) if m else None
 
 
 def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):

@@ -17,22 +17,12 @@ from dnssec import SignedZone, tlsa, write_anchors
 from mxpeer import MxServer, NsTern, send as ns_send
 from netns import NetNs
 from nsd import Nsd, zone
-from peers import TERN_BIN
+from peers import TERN_BIN, field, tls_of
 from tlspeer import Pki
 
 SIGNED = "d.example"
 UNSIGNED = "u.example"
 BOGUS = "b.example"
-
-
-def field(line, name):
-    m = re.search(r"\b%s=(\S+)" % name, line)
-    return m.group(1) if m else None
-
-
-def tls_of(line):
-    m = re.search(r" tls=(.*?) status=", line)
-    return m.group(1) if m else None
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 from mxpeer import NO_ANCHOR, MxServer, NsTern, send
 from netns import NetNs
 from nsd import Nsd, SilentDns, zone
-from peers import TERN_BIN, wait_for
+from peers import TERN_BIN, field, wait_for
 
 ZONE = "t.example"
 V6 = "fd00:7e57::"
@@ -106,11 +106,6 @@ def world(tmp_path_factory):
         with Nsd(ns, {ZONE: zone(ZONE, RECORDS)}, broken=["broken.example"]) as dns:
             with MxServer(ns, workdir, listeners) as mx:
                 yield ns, dns, mx
-
-
-def field(line, name):
-    m = re.search(r"\b%s=(\S+)" % name, line)
-    return m.group(1) if m else None
 
 
 def tern_route(ns, config, *args):

@@ -17,7 +17,7 @@ import pytest
 from mxpeer import MxServer, NsTern, send as ns_send
 from netns import NetNs
 from nsd import Nsd, zone
-from peers import TERN_BIN, TernServer, wait_for
+from peers import TERN_BIN, TernServer, field, tls_of, wait_for
 from tlspeer import Pki, TlsSmtp
 
 
@@ -54,17 +54,6 @@ def submit(tern, i=0, rcpt="bob@example.net"):
 def outcomes(tern, n=1, timeout=30):
     return wait_for(lambda: (lambda l: l if len(l) >= n else None)(tern.log_lines(" status=")),
                     timeout=timeout, what="%d outcome line(s)" % n)
-
-
-def field(line, name):
-    m = re.search(r"\b%s=(\S+)" % name, line)
-    return m.group(1) if m else None
-
-
-def tls_of(line):
-    """The tls= value of an outcome line: it may hold spaces, and status= follows it."""
-    m = re.search(r" tls=(.*?) status=", line)
-    return m.group(1) if m else None
 
 
 UNTRUSTED = r"TLSv1\.[23]:\S+ verified=no\(%s\)"
