@@ -1670,6 +1670,15 @@ static void start_txn(struct client *c)
 			   "message needs SMTPUTF8, which the server does not offer");
 		return;
 	}
+	if (m->requiretls && !(c->tls_outcome == TLS_ON && c->tls_info.verified)) {
+		/* RFC 8689 §4.2.1: only over TLS whose certificate verified (by
+		 * the trust store or DANE), else not at all. */
+		refuse_txn(c, DS_PERM, STAGE_MAIL_FROM, "5.7.30",
+			   c->tls_outcome == TLS_ON
+			   ? "message needs REQUIRETLS, and the server's certificate is not verified"
+			   : "message needs REQUIRETLS, and the session is not encrypted");
+		return;
+	}
 	if (m->requiretls && !(c->ext & CLIENT_EXT_REQUIRETLS)) {
 		refuse_txn(c, DS_PERM, STAGE_MAIL_FROM, "5.7.30",
 			   "message needs REQUIRETLS, which the server does not offer");

@@ -1338,6 +1338,26 @@ static void test_smtputf8_not_offered(void **state)
 	fixture_free(&f);
 }
 
+/* RFC 8689: a REQUIRETLS message never goes over a session in clear, even
+ * to a server that offers REQUIRETLS (which it should not do in clear). */
+static void test_requiretls_needs_verified_tls(void **state)
+{
+	struct run r;
+	struct fixture f;
+
+	(void)state;
+	peer_start("{\"extensions\": [\"PIPELINING\", \"REQUIRETLS\"]}");
+	simple_fixture(&f);
+	f.m->requiretls = true;
+	run_init(&r, peer.port);
+	run_one(&r, &f);
+	assert_status(&f.results[0], DS_PERM, STAGE_MAIL_FROM, 0, "5.7.30");
+	assert_string_equal(f.results[0].text,
+			    "message needs REQUIRETLS, and the session is not encrypted");
+	assert_false(log_has("MAIL FROM"));
+	fixture_free(&f);
+}
+
 static void test_crlf_in_recipient(void **state)
 {
 	static const char *const rcpts[] = { "ok@x.test", "bad\r\nRSET@x.test" };
@@ -1768,6 +1788,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_dsn_8bit_utf8, peer_stop),
 		cmocka_unit_test_teardown(test_no_dsn_params_without_dsn, peer_stop),
 		cmocka_unit_test_teardown(test_smtputf8_not_offered, peer_stop),
+		cmocka_unit_test_teardown(test_requiretls_needs_verified_tls, peer_stop),
 		cmocka_unit_test_teardown(test_crlf_in_recipient, peer_stop),
 		cmocka_unit_test_teardown(test_auth_plain, peer_stop),
 		cmocka_unit_test_teardown(test_auth_login, peer_stop),
