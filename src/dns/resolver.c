@@ -73,6 +73,7 @@ const char *dns_type_name(int rrtype)
 	switch (rrtype) {
 	case DNS_TYPE_A: return "A";
 	case DNS_TYPE_MX: return "MX";
+	case DNS_TYPE_TXT: return "TXT";
 	case DNS_TYPE_AAAA: return "AAAA";
 	case DNS_TYPE_TLSA: return "TLSA";
 	}

@@ -31,6 +31,7 @@ struct dns_query;
 
 #define DNS_TYPE_A    1
 #define DNS_TYPE_MX   15
+#define DNS_TYPE_TXT  16   /* MTA-STS: _mta-sts.<domain> */
 #define DNS_TYPE_AAAA 28
 #define DNS_TYPE_TLSA 52
 

@@ -37,6 +37,14 @@
  * that connections to them meanwhile skip STARTTLS. A required TLS never
  * falls back: its failure is the host's, temporary. The process's one
  * TLS client context is the connector's.
+ *
+ * MTA-STS (SPEC §4, the policy comes with the plan): under `enforce`, MX
+ * hosts that do not match the policy are skipped without a connection
+ * (a temporary 4.7.5 failure for the walk), and the ones that match
+ * require STARTTLS with a certificate verified for the host name, with
+ * no fallback to clear; under `testing` each violation is logged as a
+ * warning and delivery goes on as without a policy. The log line's tls=
+ * says which policy a session ran under (" mta-sts=enforce").
  */
 #include "outbound/connector.h"
 
@@ -57,6 +65,7 @@
 #include "route/plan.h"
 #include "route/tlspolicy.h"
 #include "server/server.h"
+#include "sts/sts.h"
 #include "spool/spool.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -84,6 +93,7 @@ struct conn {
 	char last_relay[160];        /* the last host[address]:port tried */
 	char last_tls[TLS_SUMMARY_MAX]; /* and the TLS of its session, if any */
 	struct tls_policy tls;       /* of the current attempt */
+	enum sts_mode sts_mode;      /* the MTA-STS policy it runs under (NONE: no policy) */
 	bool in_clear;               /* the current address again, after a failed handshake */
 	struct client *client;
 	struct ipaddr remote_ip, local_ip;
@@ -316,11 +326,95 @@ static void conn_relay_text(const struct conn *c, char *out, size_t outlen)
 		 ipaddr_format(&c->remote_ip, ip, sizeof(ip)), c->plan->port);
 }
 
+/* ---- MTA-STS, host by host ---- */
+
+static void note_failure(struct conn *c, const struct delivery_status *why);
+
+/* The client's TLS summary, and the MTA-STS policy the session ran under
+ * when there is one: "TLSv1.3:... verified=yes mta-sts=enforce". */
+static void conn_tls_text(const struct conn *c, const struct client *cl, char *out, size_t outlen)
+{
+	size_t n;
+
+	client_tls_summary(cl, out, outlen);
+	n = strlen(out);
+	if (c->sts_mode != STS_MODE_NONE && n > 0)
+		snprintf(out + n, outlen - n, " mta-sts=%s", sts_mode_name(c->sts_mode));
+}
+
+/* May h be tried under the plan's MTA-STS policy? Under enforce a host
+ * that matches none of the mx patterns is skipped (noted as a temporary
+ * failure); under testing it is tried, and the violation logged. */
+static bool conn_sts_allows(struct conn *c, const struct route_host *h)
+{
+	const struct sts_result *r = c->plan->sts;
+	struct delivery_status why;
+
+	if (r == NULL || !r->found || r->policy.mode == STS_MODE_NONE ||
+	    sts_mx_match(&r->policy, h->name))
+		return true;
+	if (r->policy.mode == STS_MODE_TESTING) {
+		log_warn("domain %s: MTA-STS testing: MX host %s does not match the policy (id %s); "
+			 "tried anyway", c->plan->domain, h->name, r->id);
+		return true;
+	}
+	ds_set_local(&why, DS_TEMP, STAGE_CONNECT, "4.7.5",
+		     "MTA-STS: MX host %s does not match the policy of %s (mode enforce, id %s); "
+		     "not tried", h->name, c->plan->domain, r->id);
+	log_warn("domain %s: %s", c->plan->domain, why.text);
+	note_failure(c, &why);
+	return false;
+}
+
+/* The policy of a connection to a host the plan's MTA-STS policy
+ * enforces: STARTTLS and a certificate verified for the host name, as
+ * with starttls = require (and so never the fallback to clear). This
+ * overrides starttls = disable: tls.mta-sts = disable is the way out. */
+static void conn_sts_tighten(struct conn *c, struct tls_policy *policy)
+{
+	const struct sts_result *r = c->plan->sts;
+
+	c->sts_mode = r != NULL && r->found ? r->policy.mode : STS_MODE_NONE;
+	if (c->sts_mode == STS_MODE_ENFORCE) {
+		policy->use = TLS_USE_REQUIRED;
+		policy->verify = TLS_VERIFY_NAME;
+	}
+}
+
+/* A session is up under a testing policy: log what enforce would have
+ * refused (TLS not used, a certificate not verified). */
+static void conn_sts_report(const struct conn *c, const struct client *cl)
+{
+	char tls[TLS_SUMMARY_MAX];
+
+	if (c->sts_mode != STS_MODE_TESTING)
+		return;
+	client_tls_summary(cl, tls, sizeof(tls));
+	if (strncmp(tls, "none", 4) == 0)
+		log_warn("domain %s: MTA-STS testing: %s: TLS not used (%s); delivering anyway",
+			 c->plan->domain, c->last_relay, tls);
+	else if (strstr(tls, " verified=yes") == NULL)
+		log_warn("domain %s: MTA-STS testing: %s: certificate not verified (%s); delivering "
+			 "anyway", c->plan->domain, c->last_relay, tls);
+}
+
+/* A TLS failure under enforce: the reason says MTA-STS required it. */
+static const struct delivery_status *conn_sts_blame(const struct conn *c,
+						    const struct delivery_status *why,
+						    struct delivery_status *out)
+{
+	if (c->sts_mode != STS_MODE_ENFORCE || why->stage != STAGE_TLS)
+		return why;
+	*out = *why;
+	snprintf(out->text, sizeof(out->text), "MTA-STS (enforce): %.480s", why->text);
+	return out;
+}
+
 /* Tell the delivery where it went, for the log line and the retry rule. */
 static void stamp_delivery(const struct conn *c, struct delivery *d)
 {
 	snprintf(d->relay, sizeof(d->relay), "%s", c->last_relay);
-	client_tls_summary(c->client, d->tls, sizeof(d->tls));
+	conn_tls_text(c, c->client, d->tls, sizeof(d->tls));
 	snprintf(d->mx, sizeof(d->mx), "%s", conn_host(c)->name);
 	d->remote_ip = c->remote_ip;
 	d->local_ip = c->local_ip;
@@ -425,6 +519,19 @@ static void sockaddr_from(const struct ipaddr *ip, int port, struct sockaddr_sto
 	}
 }
 
+/* DANE for a connection to MX host h (rule set M in ctx); relays are
+ * exempt. */
+static enum route_dane_verdict conn_dane_tighten(const struct conn *c, const struct rule_ctx *ctx,
+						 const struct route_host *h,
+						 struct tls_policy *policy)
+{
+	struct delivery_status refused;
+
+	if (c->pool->remote != NULL)
+		return ROUTE_DANE_OFF;
+	return route_tls_dane(c->pool->cn->srv->cfg, ctx, h, policy, &refused);
+}
+
 /* Connect c to the plan's current host and address. Rules are evaluated
  * with the connection's real mx, remote-ip and local-ip (sets M and H). */
 static bool conn_connect(struct conn *c)
@@ -464,8 +571,8 @@ static bool conn_connect(struct conn *c)
 	for (int s = 0; s < STAGE_DNS; s++)
 		t.timeout_ms[s] = stage_timeout(cn, p, stage_keys[s], &ctx);
 	route_tls_policy(cn->srv->cfg, p->remote, &ctx, &t.tls.policy);
-	if (p->remote == NULL)
-		(void)route_tls_dane(cn->srv->cfg, &ctx, h, &t.tls.policy, &(struct delivery_status){ 0 });
+	if (conn_dane_tighten(c, &ctx, h, &t.tls.policy) != ROUTE_DANE_ON)
+		conn_sts_tighten(c, &t.tls.policy);
 	if (t.tls.policy.use == TLS_USE_OFFERED &&
 	    (c->in_clear ||
 	     tls_fallback_in_effect(cn->tls_fallback, h->name, addr, clock_wall_ms()))) {
@@ -544,19 +651,31 @@ static void conn_give_up(struct conn *c, const struct delivery_status *plan_fail
 }
 
 /* May the current host be used at all? DANE may forbid it (a failed
- * TLSA lookup, or `dane = require` without records); why says so. */
-static bool conn_host_allowed(struct conn *c, const struct route_host *h,
-			      struct delivery_status *why)
+ * TLSA lookup, or `dane = require` without records); where DANE does not
+ * govern it, an MTA-STS policy that does not name it. A refusal is logged
+ * and noted. */
+static bool conn_host_allowed(struct conn *c, const struct route_host *h)
 {
 	struct route_conn_vars vars;
 	struct tls_policy scratch = { 0 };
+	struct delivery_status refused;
 	struct rule_ctx ctx;
 
 	if (c->pool->remote != NULL)
 		return true;
 	head_ctx(c->pool, &ctx);
 	route_conn_ctx(&ctx, h->name, NULL, NULL, &vars);
-	return route_tls_dane(c->pool->cn->srv->cfg, &ctx, h, &scratch, why);
+	switch (route_tls_dane(c->pool->cn->srv->cfg, &ctx, h, &scratch, &refused)) {
+	case ROUTE_DANE_REFUSE:
+		log_warn("%s %s: %s", pool_kind(c->pool), pool_name(c->pool), refused.text);
+		note_failure(c, &refused);
+		return false;
+	case ROUTE_DANE_ON:
+		return true;
+	case ROUTE_DANE_OFF:
+		break;
+	}
+	return conn_sts_allows(c, h);
 }
 
 /* Walk the plan from the current host and address to the next one that
@@ -575,14 +694,12 @@ static void conn_try(struct conn *c)
 	}
 	while (c->host_i < plan->n_hosts) {
 		const struct route_host *h = &plan->hosts[c->host_i];
-		struct delivery_status refused;
 
 		if (h->n_addrs == 0) {
 			log_warn("%s %s: %s", pool_kind(c->pool), pool_name(c->pool), h->none.text);
 			note_failure(c, &h->none);
-		} else if (c->addr_i == 0 && !conn_host_allowed(c, h, &refused)) {
-			log_warn("%s %s: %s", pool_kind(c->pool), pool_name(c->pool), refused.text);
-			note_failure(c, &refused);
+		} else if (c->addr_i == 0 && !c->in_clear && !conn_host_allowed(c, h)) {
+			/* skipped: DANE or MTA-STS refused it */
 		} else if (c->addr_i < h->n_addrs) {
 			if (conn_connect(c))
 				return;
@@ -635,15 +752,18 @@ static void client_event_cb(void *arg, struct client *cl, enum client_event ev,
 {
 	struct conn *c = arg;
 	struct pool *p = c->pool;
+	struct delivery_status sts_why;
 
 	switch (ev) {
 	case CLIENT_READY:
 		c->ready = true;
 		p->n_connecting--;
+		conn_sts_report(c, cl);
 		conn_take_next(c);
 		return;
 	case CLIENT_FAILED:
-		client_tls_summary(cl, c->last_tls, sizeof(c->last_tls));
+		conn_tls_text(c, cl, c->last_tls, sizeof(c->last_tls));
+		why = conn_sts_blame(c, why, &sts_why);
 		if (client_tls_failed(cl) && c->tls.use == TLS_USE_OFFERED) {
 			conn_retry_in_clear(c, why);
 			return;
@@ -710,7 +830,8 @@ static bool conn_open(struct pool *p)
 	p->n_connecting++;
 	head_ctx(p, &ctx);
 	if (c->idle_timer != NULL)
-		c->planning = route_plan_start(cn->srv->resolver, cn->srv->base, cn->srv->cfg,
+		c->planning = route_plan_start(cn->srv->resolver, cn->srv->base, cn->srv->sts,
+					       cn->srv->cfg,
 					       p->remote, p->remote != NULL ? "" : p->domain, &ctx,
 					       plan_cb, c);
 	if (c->planning == NULL) {

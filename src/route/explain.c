@@ -5,6 +5,10 @@
  * have come back; then they are printed in the order given. The MX order
  * printed is one draw: hosts of equal preference are shuffled anew for
  * every attempt, and the output says so.
+ *
+ * MTA-STS: the policy is looked up as delivery would (the TXT record, the
+ * cache in <queue.path>/mta-sts/, a fetch), but the cache on disk is only
+ * read: `tern route` changes nothing.
  */
 #include "route/explain.h"
 
@@ -20,6 +24,8 @@
 #include "route/nexthop.h"
 #include "route/plan.h"
 #include "route/tlspolicy.h"
+#include "sts/sts.h"
+#include "util/timefmt.h"
 
 struct pending {
 	struct route_planner *planner; /* until the plan is back */
@@ -61,30 +67,99 @@ static void print_sources(FILE *out, const struct config *cfg, const struct rule
 		fputs(" (one at random per connection)", out);
 }
 
+/* DANE's verdict on MX host h, with the TLS policy it leads to in tls. */
+static enum route_dane_verdict host_dane(const struct config *cfg, const struct rule_ctx *base_ctx,
+					 const struct route_host *h, struct tls_policy *tls,
+					 struct delivery_status *refused)
+{
+	struct rule_ctx ctx = *base_ctx;
+	struct route_conn_vars vars;
+
+	route_conn_ctx(&ctx, h->name, NULL, NULL, &vars);
+	route_tls_policy(cfg, NULL, &ctx, tls);
+	return route_tls_dane(cfg, &ctx, h, tls, refused);
+}
+
 /* What DANE found for an MX host and what it makes of the connection. */
 static void print_dane(FILE *out, const struct config *cfg, const struct rule_ctx *base_ctx,
 		       const struct route_host *h)
 {
-	struct rule_ctx ctx = *base_ctx;
-	struct route_conn_vars vars;
 	struct tls_policy tls;
 	struct delivery_status refused;
 	char text[96];
 
-	route_conn_ctx(&ctx, h->name, NULL, NULL, &vars);
-	route_tls_policy(cfg, NULL, &ctx, &tls);
-	if (!route_tls_dane(cfg, &ctx, h, &tls, &refused))
+	switch (host_dane(cfg, base_ctx, h, &tls, &refused)) {
+	case ROUTE_DANE_REFUSE:
 		fprintf(out, "    dane: %s -> not used: %s %s\n", h->dane_why, refused.enhanced,
 			refused.text);
-	else
+		break;
+	case ROUTE_DANE_ON:
 		fprintf(out, "    dane: %s -> %s\n", h->dane_why,
 			route_tls_describe(&tls, text, sizeof(text)));
+		break;
+	case ROUTE_DANE_OFF: /* the TLS is starttls's and MTA-STS's, shown above */
+		fprintf(out, "    dane: %s\n", h->dane_why);
+		break;
+	}
+}
+
+/* The MTA-STS policy the plan carries, on one line. */
+static void print_sts(FILE *out, const struct route_plan *plan)
+{
+	const struct sts_result *r = plan->sts;
+	char fetched[40], expires[40];
+
+	if (plan->sts_want == CFG_POLICY_DISABLE) {
+		fputs("  mta-sts: not applied (queue.outbound.tls.mta-sts is disable)\n", out);
+		return;
+	}
+	if (r == NULL) {
+		fputs("  mta-sts: not looked up\n", out);
+		return;
+	}
+	if (!r->found) {
+		fprintf(out, "  mta-sts: no policy (%s)\n", r->why);
+		return;
+	}
+	fprintf(out, "  mta-sts: policy id %s, mode %s, mx", r->id, sts_mode_name(r->policy.mode));
+	for (size_t i = 0; i < r->policy.n_mx; i++)
+		fprintf(out, "%s%s", i > 0 ? " | " : " ", r->policy.mx[i]);
+	if (r->policy.n_mx == 0)
+		fputs(" (none)", out);
+	fprintf(out, "; %s %s, expires %s", r->source == STS_SOURCE_FETCHED ? "fetched" : "cached, fetched",
+		timefmt_rfc3339(r->fetched * 1000, fetched), timefmt_rfc3339(r->expires * 1000, expires));
+	if (r->why[0] != '\0')
+		fprintf(out, " (in force after: %s)", r->why);
+	fputc('\n', out);
+}
+
+/* Whether the plan's MTA-STS policy lets a host be tried, in words.
+ * dane_governs: DANE decides for the host, so MTA-STS does not. */
+static const char *sts_host_word(const struct route_plan *plan, const char *host,
+				 bool dane_governs)
+{
+	const struct sts_result *r = plan->sts;
+
+	if (r == NULL || !r->found || r->policy.mode == STS_MODE_NONE)
+		return "";
+	if (dane_governs)
+		return " [MTA-STS: not applied, DANE takes precedence]";
+	if (sts_mx_match(&r->policy, host))
+		return r->policy.mode == STS_MODE_ENFORCE
+			? " [MTA-STS: matches; STARTTLS and a verified certificate required]"
+			: " [MTA-STS: matches]";
+	return r->policy.mode == STS_MODE_ENFORCE ? " [MTA-STS: does not match; skipped]"
+						  : " [MTA-STS: does not match; tried anyway (testing)]";
 }
 
 static void print_host(FILE *out, const struct config *cfg, const struct rule_ctx *base_ctx,
 		       const struct route_plan *plan, size_t i)
 {
 	const struct route_host *h = &plan->hosts[i];
+	struct tls_policy tls;
+	struct delivery_status refused;
+	bool dane_governs = plan->dnssec &&
+			    host_dane(cfg, base_ctx, h, &tls, &refused) == ROUTE_DANE_ON;
 	char ip[IPADDR_STRLEN];
 
 	fprintf(out, "  host %zu: %s", i + 1, h->name);
@@ -92,6 +167,7 @@ static void print_host(FILE *out, const struct config *cfg, const struct rule_ct
 		fprintf(out, " (preference %d)", h->preference);
 	else if (plan->implicit_mx)
 		fputs(" (implicit MX: the domain has no MX records)", out);
+	fputs(sts_host_word(plan, h->name, dane_governs), out);
 	fputc('\n', out);
 	if (h->n_addrs == 0) {
 		fprintf(out, "    no address: %s %s (%s)\n", h->none.enhanced, h->none.text,
@@ -147,13 +223,13 @@ static void print_plan(FILE *out, const struct config *cfg, const char *hostname
 		if (plan->n_hosts > 0)
 			route_conn_ctx(&ctx, plan->hosts[0].name, NULL, NULL, NULL);
 		route_tls_policy(cfg, NULL, &ctx, &tls);
-		fprintf(out, "  tls: starttls %s (%s), mta-sts %s, dane %s (MTA-STS is not applied "
-			"yet)\n",
+		fprintf(out, "  tls: starttls %s (%s), mta-sts %s, dane %s\n",
 			policy_word(config_eval(cfg, CFG_QUEUE_OUTBOUND_TLS_STARTTLS, &ctx)->num),
 			route_tls_describe(&tls, tls_text, sizeof(tls_text)),
 			policy_word(config_eval(cfg, CFG_QUEUE_OUTBOUND_TLS_MTA_STS, &ctx)->num),
 			policy_word(config_eval(cfg, CFG_QUEUE_OUTBOUND_TLS_DANE, &ctx)->num));
 		route_rule_ctx(&ctx, msg, r->domain, r->domain_len);
+		print_sts(out, plan);
 	} else {
 		fprintf(out, "  limits: multihomed %lld\n", (long long)plan->limit_multihomed);
 		route_tls_policy(cfg, plan->remote, &ctx, &tls);
@@ -189,6 +265,8 @@ int route_explain(const struct config *cfg, const char *sender, int n_rcpts, cha
 {
 	struct event_base *base = event_base_new();
 	struct resolver *res = NULL;
+	struct sts *sts = NULL;
+	char sts_dir[4096];
 	struct message *msg = message_new(sender, strlen(sender));
 	struct pending *pd = calloc((size_t)n_rcpts, sizeof(*pd));
 	const char *hostname = config_get(cfg, CFG_SERVER_HOSTNAME)->str;
@@ -202,6 +280,12 @@ int route_explain(const struct config *cfg, const char *sender, int n_rcpts, cha
 		goto done;
 	}
 	if ((res = resolver_new(base, cfg, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "tern: %s\n", err);
+		rc = 2;
+		goto done;
+	}
+	snprintf(sts_dir, sizeof(sts_dir), "%s/mta-sts", config_get(cfg, CFG_QUEUE_PATH)->str);
+	if ((sts = sts_new(base, res, sts_dir, true, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "tern: %s\n", err);
 		rc = 2;
 		goto done;
@@ -228,7 +312,8 @@ int route_explain(const struct config *cfg, const char *sender, int n_rcpts, cha
 		route_rule_ctx(&ctx, msg, r->domain, r->domain_len);
 		pd[i].left = &left;
 		pd[i].base = base;
-		pd[i].planner = route_plan_start(res, base, cfg, hop, r->domain, &ctx, plan_done, &pd[i]);
+		pd[i].planner = route_plan_start(res, base, sts, cfg, hop, r->domain, &ctx, plan_done,
+						 &pd[i]);
 		if (pd[i].planner == NULL) {
 			fprintf(stderr, "tern: out of memory\n");
 			rc = 2;
@@ -252,6 +337,7 @@ done:
 	}
 	free(pd);
 	message_free(msg);
+	sts_free(sts);
 	resolver_free(res);
 	if (base != NULL)
 		event_base_free(base);

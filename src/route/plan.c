@@ -13,6 +13,11 @@
  * too, counted in `pending` like the address queries; the hosts' DANE
  * state is settled once everything has answered (settle_dane), because
  * it depends on the address answers being proven as well.
+ *
+ * The MTA-STS lookup, when there is one, runs beside the DNS work: the
+ * plan is handed over when both are done (hand_over waits for the
+ * lookup; the lookup's callback hands over when the DNS work already
+ * finished). A plan that failed on DNS does not wait for it.
  */
 #include "route/plan.h"
 
@@ -25,6 +30,7 @@
 
 #include "config/settings.h"
 #include "dns/rdata.h"
+#include "sts/sts.h"
 #include "util/log.h"
 
 struct host_lookup {
@@ -58,6 +64,8 @@ struct route_planner {
 	struct tlsa_lookup *tlsas;     /* one per host when plan->dnssec */
 	size_t pending;
 	struct event *done_ev;
+	struct sts_lookup *sts_lookup; /* until the MTA-STS policy is known */
+	bool dns_done;                 /* the DNS work is done; the policy is awaited */
 	route_plan_cb cb;
 	void *arg;
 };
@@ -84,6 +92,7 @@ void route_plan_cancel(struct route_planner *p)
 	if (p == NULL)
 		return;
 	resolver_cancel(p->mx_query);
+	sts_lookup_cancel(p->sts_lookup);
 	if (p->lookups != NULL)
 		for (size_t i = 0; i < 2 * p->plan->n_hosts; i++)
 			resolver_cancel(p->lookups[i].q);
@@ -95,6 +104,7 @@ void route_plan_cancel(struct route_planner *p)
 }
 
 static void settle_dane(struct route_planner *p);
+static void sts_check_require(struct route_planner *p);
 
 static void hand_over(struct route_planner *p)
 {
@@ -102,6 +112,13 @@ static void hand_over(struct route_planner *p)
 	route_plan_cb cb = p->cb;
 	void *arg = p->arg;
 
+	if (p->sts_lookup != NULL && !plan->failed) {
+		p->dns_done = true;
+		return;
+	}
+	sts_lookup_cancel(p->sts_lookup);
+	p->sts_lookup = NULL;
+	sts_check_require(p);
 	if (p->tlsas != NULL && !plan->failed)
 		settle_dane(p);
 	planner_free(p);
@@ -515,6 +532,55 @@ static void mx_cb(void *arg, const struct dns_answer *ans)
 	lookup_hosts(p);
 }
 
+/* ---- MTA-STS ---- */
+
+static void sts_done(void *arg, const struct sts_result *res)
+{
+	struct route_planner *p = arg;
+	struct sts_result *copy = arena_alloc(&p->plan->arena, sizeof(*copy));
+
+	p->sts_lookup = NULL;
+	if (copy != NULL)
+		*copy = *res;
+	p->plan->sts = copy;
+	if (p->dns_done)
+		hand_over(p);
+}
+
+/* A plan made under tls.mta-sts = require, for a domain without a usable
+ * policy, has no host to try: it waits for one (SPEC §4), never bounces. */
+static void sts_check_require(struct route_planner *p)
+{
+	const struct route_plan *plan = p->plan;
+	const struct sts_result *r = plan->sts;
+
+	if (plan->failed || plan->sts_want != CFG_POLICY_REQUIRE)
+		return;
+	if (r == NULL)
+		plan_fail(p, DS_TEMP, "4.7.5", "%s has no usable MTA-STS policy (%s)", plan->domain,
+			  "the lookup could not be made");
+	else if (!r->found)
+		plan_fail(p, DS_TEMP, "4.7.5", "%s has no usable MTA-STS policy (%.300s)",
+			  plan->domain, r->why);
+	else if (r->policy.mode == STS_MODE_NONE)
+		plan_fail(p, DS_TEMP, "4.7.5", "%s has no usable MTA-STS policy (its mode is none)",
+			  plan->domain);
+}
+
+/* Look the domain's policy up beside the MX records, unless disabled. */
+static void sts_start(struct route_planner *p, struct sts *sts, const struct config *cfg,
+		      const struct rule_ctx *ctx)
+{
+	struct route_plan *plan = p->plan;
+
+	plan->sts_want = config_eval(cfg, CFG_QUEUE_OUTBOUND_TLS_MTA_STS, ctx)->num;
+	if (plan->sts_want == CFG_POLICY_DISABLE || sts == NULL)
+		return;
+	p->sts_lookup = sts_lookup_start(sts, plan->domain,
+					 config_eval(cfg, CFG_QUEUE_OUTBOUND_TIMEOUT_MTA_STS, ctx)->num,
+					 sts_done, p);
+}
+
 /* A recipient domain that DNS could ever know: letters, digits, '-', '_'
  * in dot-separated labels of 1..63, at most 253 in all. */
 static bool domain_syntax_ok(const char *d)
@@ -540,6 +606,7 @@ static bool domain_syntax_ok(const char *d)
 }
 
 struct route_planner *route_plan_start(struct resolver *res, struct event_base *base,
+				       struct sts *sts,
 				       const struct config *cfg, const struct cfg_section *remote,
 				       const char *domain, const struct rule_ctx *ctx,
 				       route_plan_cb cb, void *arg)
@@ -563,6 +630,7 @@ struct route_planner *route_plan_start(struct resolver *res, struct event_base *
 	plan->ip_strategy = config_eval(cfg, CFG_QUEUE_OUTBOUND_IP_STRATEGY, ctx)->num;
 	plan->limit_mx = config_eval(cfg, CFG_QUEUE_OUTBOUND_LIMITS_MX, ctx)->num;
 	plan->limit_multihomed = config_eval(cfg, CFG_QUEUE_OUTBOUND_LIMITS_MULTIHOMED, ctx)->num;
+	plan->sts_want = CFG_POLICY_DISABLE; /* until sts_start: relays and literals keep it */
 	plan->hosts = arena_alloc(&plan->arena, sizeof(*plan->hosts));
 	if (plan->domain == NULL || plan->hosts == NULL) {
 		route_plan_cancel(p);
@@ -595,6 +663,7 @@ struct route_planner *route_plan_start(struct resolver *res, struct event_base *
 	}
 	plan->dnssec = resolver_validates(res) &&
 		       config_eval(cfg, CFG_QUEUE_OUTBOUND_TLS_DANE, ctx)->num != CFG_POLICY_DISABLE;
+	sts_start(p, sts, cfg, ctx);
 	p->mx_query = ask(p, domain, DNS_TYPE_MX, mx_cb, p);
 	if (p->mx_query == NULL) {
 		route_plan_cancel(p);

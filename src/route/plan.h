@@ -15,6 +15,14 @@
  * The planner asks the resolver for everything at once (the MX records,
  * then A and AAAA of every host in parallel) and calls back once, from
  * the event loop, with a plan the callee then owns.
+ *
+ * MTA-STS (SPEC §4): for delivery by MX, unless queue.outbound.tls.mta-sts
+ * is `disable`, the domain's policy is looked up (sts/sts.h) alongside the
+ * MX records, and the plan waits for both. The plan carries what was
+ * found; the connector applies it host by host. With `require`, a domain
+ * without a usable policy (none found, or mode none) gets a failed plan,
+ * temporarily (4.7.5). Relays are never subject to MTA-STS: a relay is
+ * not the recipient domain's MX.
  */
 #ifndef TERN_ROUTE_PLAN_H
 #define TERN_ROUTE_PLAN_H
@@ -33,6 +41,8 @@
 
 struct config;
 struct cfg_section;
+struct sts;
+struct sts_result;
 
 #define ROUTE_MX_PORT 25
 
@@ -76,6 +86,11 @@ struct route_plan {
 	size_t n_hosts;
 	bool failed;               /* no host to try; fail says why */
 	struct delivery_status fail;
+	/* MTA-STS, delivery by MX only: queue.outbound.tls.mta-sts for the
+	 * domain (enum cfg_policy; disable for relays and literals) and what
+	 * the lookup found (NULL when not looked up). */
+	int64_t sts_want;
+	const struct sts_result *sts;
 };
 
 struct route_planner;
@@ -84,8 +99,9 @@ typedef void (*route_plan_cb)(void *arg, struct route_plan *plan);
 
 /* Plan for remote (a relay) or, when remote is NULL, for domain's MX
  * hosts. ctx holds the variables of set R (sender, rcpt-domain, ...) that
- * ip-strategy and the limits are evaluated with; it is not kept. NULL
- * when out of memory.
+ * ip-strategy, the limits and tls.mta-sts are evaluated with; it is not
+ * kept. sts: MTA-STS lookups (NULL: none, as if no policy were published).
+ * NULL when out of memory.
  *
  * DANE facts: for delivery by MX, when the resolver validates and
  * queue.outbound.tls.dane (evaluated with ctx, mx empty) is not
@@ -94,6 +110,7 @@ typedef void (*route_plan_cb)(void *arg, struct route_plan *plan);
  * up as well. The plan only states what DNS said (route_host.dane);
  * whether a host must use DANE is the connection's policy. */
 struct route_planner *route_plan_start(struct resolver *res, struct event_base *base,
+				       struct sts *sts,
 				       const struct config *cfg, const struct cfg_section *remote,
 				       const char *domain, const struct rule_ctx *ctx,
 				       route_plan_cb cb, void *arg);

@@ -33,38 +33,38 @@ void route_tls_policy(const struct config *cfg, const struct cfg_section *remote
 	}
 }
 
-bool route_tls_dane(const struct config *cfg, const struct rule_ctx *ctx,
-		    const struct route_host *h, struct tls_policy *out,
-		    struct delivery_status *why)
+enum route_dane_verdict route_tls_dane(const struct config *cfg, const struct rule_ctx *ctx,
+				       const struct route_host *h, struct tls_policy *out,
+				       struct delivery_status *why)
 {
 	int64_t dane = config_eval(cfg, CFG_QUEUE_OUTBOUND_TLS_DANE, ctx)->num;
 
 	if (dane == CFG_POLICY_DISABLE)
-		return true;
+		return ROUTE_DANE_OFF;
 	switch (h->dane) {
 	case ROUTE_DANE_USABLE:
 		out->use = TLS_USE_REQUIRED;
 		out->verify = TLS_VERIFY_DANE;
 		out->tlsa = h->tlsa;
 		out->n_tlsa = h->n_tlsa;
-		return true;
+		return ROUTE_DANE_ON;
 	case ROUTE_DANE_UNUSABLE:
 		out->use = TLS_USE_REQUIRED;
 		out->verify = TLS_VERIFY_NONE;
-		return true;
+		return ROUTE_DANE_ON;
 	case ROUTE_DANE_FAILED:
 		ds_set_local(why, DS_TEMP, STAGE_TLS, "4.7.5", "DANE: %s; %s is not used", h->dane_why,
 			     h->name);
-		return false;
+		return ROUTE_DANE_REFUSE;
 	case ROUTE_DANE_NONE:
 		break;
 	}
 	if (dane != CFG_POLICY_REQUIRE)
-		return true;
+		return ROUTE_DANE_OFF;
 	ds_set_local(why, DS_TEMP, STAGE_TLS, "4.7.5",
 		     "DANE is required, but %s has no usable DNSSEC-validated TLSA records (%s)",
 		     h->name, h->dane_why[0] != '\0' ? h->dane_why : "not looked up");
-	return false;
+	return ROUTE_DANE_REFUSE;
 }
 
 const char *route_tls_describe(const struct tls_policy *p, char *out, size_t outlen)

@@ -32,17 +32,24 @@ struct cfg_section;
 void route_tls_policy(const struct config *cfg, const struct cfg_section *remote,
 		      const struct rule_ctx *ctx, struct tls_policy *out);
 
+/* What DANE makes of one MX host. */
+enum route_dane_verdict {
+	ROUTE_DANE_OFF,      /* DANE does not apply: the policy is left as it was */
+	ROUTE_DANE_ON,       /* DANE governs the host (and MTA-STS does not, RFC 8461 §2) */
+	ROUTE_DANE_REFUSE,   /* the host must not be used */
+};
+
 /*
  * DANE for MX host h under queue.outbound.tls.dane (ctx: set M, mx = h):
  * usable TLSA records make TLS required and matched against them;
  * records none of which is usable make TLS required, unauthenticated.
- * Returns false when h must not be used, why filled (temporary, 4.7.5):
- * its TLSA lookup failed or was bogus, or `require` and h has no usable
- * proven TLSA records. With `disable`, *out is left as it is.
+ * ROUTE_DANE_REFUSE, why filled (temporary, 4.7.5), when its TLSA lookup
+ * failed or was bogus, or with `require` when h has no usable proven
+ * TLSA records. With `disable`, always ROUTE_DANE_OFF.
  */
-bool route_tls_dane(const struct config *cfg, const struct rule_ctx *ctx,
-		    const struct route_host *h, struct tls_policy *out,
-		    struct delivery_status *why);
+enum route_dane_verdict route_tls_dane(const struct config *cfg, const struct rule_ctx *ctx,
+				       const struct route_host *h, struct tls_policy *out,
+				       struct delivery_status *why);
 
 /* What the policy does, in words for `tern route`: "STARTTLS when
  * offered, any certificate". Returns out. */

@@ -27,6 +27,7 @@
 #include "outbound/connector.h"
 #include "queue/queue.h"
 #include "spool/spool.h"
+#include "sts/sts.h"
 #include "util/log.h"
 
 /* How long in-flight deliveries may take to finish after SIGTERM. */
@@ -95,6 +96,20 @@ static void adopt_cb(void *arg, struct message *msg)
 	queue_adopt(srv->queue, msg);
 }
 
+/* MTA-STS with its cache in <queue.path>/mta-sts/: the spool is the one
+ * directory tern is sure to own and keep across restarts. */
+static struct sts *server_sts_new(struct server *srv, const char *spool_path, char *err,
+				  size_t errlen)
+{
+	char dir[4096];
+
+	if ((size_t)snprintf(dir, sizeof(dir), "%s/mta-sts", spool_path) >= sizeof(dir)) {
+		snprintf(err, errlen, "queue.path is too long");
+		return NULL;
+	}
+	return sts_new(srv->base, srv->resolver, dir, false, err, errlen);
+}
+
 static int server_start(struct server_run *run, const char *config_path)
 {
 	struct server *srv = &run->srv;
@@ -128,6 +143,10 @@ static int server_start(struct server_run *run, const char *config_path)
 	}
 	srv->resolver = resolver_new(srv->base, srv->cfg, err, sizeof(err));
 	if (srv->resolver == NULL) {
+		log_error("%s", err);
+		return -1;
+	}
+	if ((srv->sts = server_sts_new(srv, path->str, err, sizeof(err))) == NULL) {
 		log_error("%s", err);
 		return -1;
 	}
@@ -191,6 +210,7 @@ static void server_teardown(struct server_run *run)
 		queue_free(srv->queue);
 	if (srv->connector != NULL)
 		connector_free(srv->connector);
+	sts_free(srv->sts); /* after the connector: its planners held lookups */
 	resolver_free(srv->resolver);
 	server_reload_free(srv);
 	if (srv->cfg != srv->boot_cfg)

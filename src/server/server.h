@@ -17,6 +17,7 @@ struct queue;
 struct inbound;
 struct connector;
 struct resolver;
+struct sts;
 struct retired_cfg;
 
 struct server {
@@ -31,6 +32,7 @@ struct server {
 	struct queue *queue;
 	struct inbound *inbound;
 	struct resolver *resolver; /* DNS for every outbound name */
+	struct sts *sts;           /* MTA-STS policies: lookups and the cache */
 	struct connector *connector;
 	bool stopping;
 };

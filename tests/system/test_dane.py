@@ -18,6 +18,7 @@ from mxpeer import MxServer, NsTern, send as ns_send
 from netns import NetNs
 from nsd import Nsd, zone
 from peers import TERN_BIN, field, tls_of
+from stsweb import StsWeb, policy
 from tlspeer import Pki
 
 SIGNED = "d.example"
@@ -39,6 +40,8 @@ def world(tmp_path_factory):
       pkix     -> mx-pkix   127.0.0.27  self-signed; only a PKIX-EE (usage 1) record
       none     -> mx-none   127.0.0.28  self-signed; no TLSA records (proven absent)
       two      -> mx-eebad (10), mx-ee (20)
+      stsdane  -> mx-ee, and an MTA-STS policy (nginx, stsweb.py) in enforce mode
+                  that names another host: DANE takes precedence
     u.example (unsigned): plain -> mx.plain 127.0.0.29 (self-signed), with a TLSA
       record that must not count
     b.example (signed, but the anchor names another key): mx 127.0.0.30
@@ -79,6 +82,9 @@ none IN MX 10 mx-none
 mx-none IN A 127.0.0.28
 two IN MX 10 mx-eebad
 two IN MX 20 mx-ee
+stsdane IN MX 10 mx-ee
+mta-sts.stsdane IN A 127.0.0.31
+_mta-sts.stsdane IN TXT "v=STSv1; id=1;"
 """.format(ee_key=ee_key, ee_cert=tlsa(3, 0, 1, ee.cert), other_key=tlsa(3, 1, 1, other.cert),
            ca=tlsa(2, 0, 1, pki.ca), pkix=tlsa(1, 1, 1, ee.cert))
     signed = SignedZone(workdir, SIGNED, records)
@@ -97,9 +103,12 @@ two IN MX 20 mx-ee
         tls("127.0.0.27", ee), tls("127.0.0.28", ee), tls("127.0.0.29", ee),
         tls("127.0.0.30", ee),
     ]
+    web = StsWeb(None, workdir, pki)
+    web.site("stsdane." + SIGNED, "127.0.0.31", policy("enforce", ["mx.elsewhere.example"]))
     with NetNs() as ns:
+        web.netns = ns
         with Nsd(ns, {SIGNED: signed.text, UNSIGNED: unsigned, BOGUS: bogus.text}):
-            with MxServer(ns, workdir, listeners) as mx:
+            with MxServer(ns, workdir, listeners) as mx, web:
                 yield ns, mx, pki, anchors
 
 
@@ -108,10 +117,11 @@ def dane(policy, starttls="optional"):
             '[queue.schedule]\nretry = ["1h"]\n' % (policy, starttls))
 
 
-def run(world, tmp_path, rcpt, policy="optional", starttls="optional"):
-    """Deliver one message to rcpt; its outcome line."""
+def run(world, tmp_path, rcpt, policy="optional", starttls="optional", trust=None):
+    """Deliver one message to rcpt; its outcome line and tern's log.
+    trust: tern's SSL_CERT_FILE (default: the CA that issued nothing)."""
     ns, mx, pki, anchors = world
-    with NsTern(ns, tmp_path, dane(policy, starttls), env={"SSL_CERT_FILE": pki.other_ca},
+    with NsTern(ns, tmp_path, dane(policy, starttls), env={"SSL_CERT_FILE": trust or pki.other_ca},
                 trust_anchor=anchors) as tern:
         ns_send(ns, [rcpt])
         line = tern.outcome(rcpt)
@@ -218,6 +228,23 @@ def test_a_bogus_zone_is_deferred_unless_dane_is_disabled(world, tmp_path):
     (tmp_path / "again").mkdir()
     line, _ = run(world, tmp_path / "again", "bob@%s" % BOGUS, policy="disable")
     assert field(line, "status") == "sent", line
+
+
+def test_dane_takes_precedence_over_mta_sts(world, tmp_path):
+    """An enforce policy that does not name the MX host would skip it; DANE
+    governs the host, so it is used and matched against its TLSA record
+    (RFC 8461 §2). With dane = "disable" the policy skips it. tern trusts
+    the test CA here, so that the policy fetch over HTTPS succeeds."""
+    _, _, pki, _ = world
+    rcpt = "bob@stsdane.%s" % SIGNED
+    line, log = run(world, tmp_path, rcpt, trust=pki.ca)
+    assert any("policy id 1 fetched: mode enforce" in l for l in log), log
+    assert field(line, "status") == "sent", line
+    assert tls_of(line).startswith("TLSv1.") and "verified=yes(dane-ee)" in tls_of(line), line
+    (tmp_path / "no-dane").mkdir()
+    line, log = run(world, tmp_path / "no-dane", rcpt, policy="disable", trust=pki.ca)
+    assert field(line, "status") == "deferred" and field(line, "dsn") == "4.7.5", line
+    assert "MTA-STS: MX host mx-ee.d.example does not match the policy" in line, line
 
 
 def test_route_shows_the_dane_facts(world, tmp_path):

@@ -292,5 +292,5 @@ def test_route_shows_the_starttls_policy(world, tmp_path):
                text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert ("tls: starttls require (STARTTLS required, certificate verified for the host "
-            "name), mta-sts optional, dane optional (MTA-STS is not applied yet)"
+            "name), mta-sts optional, dane optional"
             ) in r.stdout
