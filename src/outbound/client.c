@@ -1748,6 +1748,11 @@ const char *client_peer_text(const struct client *c)
 	return c->peer_text;
 }
 
+const struct tls_info *client_tls_info(const struct client *c)
+{
+	return c->tls_outcome == TLS_ON ? &c->tls_info : NULL;
+}
+
 const char *client_tls_summary(const struct client *c, char *buf, size_t len)
 {
 	switch (c->tls_outcome) {

@@ -109,6 +109,9 @@ const char *client_peer_text(const struct client *c);
  * the NUL. Returns buf.
  */
 const char *client_tls_summary(const struct client *c, char *buf, size_t len);
+/* The finished handshake of a connection under TLS; NULL in clear or
+ * before the session got that far. */
+const struct tls_info *client_tls_info(const struct client *c);
 /* Did the connection fail in STARTTLS or the TLS handshake (an error, a
  * stall, the connection lost)? The owner of an opportunistic connection
  * may then connect again in clear. A certificate the policy refused does

@@ -385,15 +385,16 @@ static void conn_sts_tighten(struct conn *c, struct tls_policy *policy)
  * refused (TLS not used, a certificate not verified). */
 static void conn_sts_report(const struct conn *c, const struct client *cl)
 {
+	const struct tls_info *info = client_tls_info(cl);
 	char tls[TLS_SUMMARY_MAX];
 
-	if (c->sts_mode != STS_MODE_TESTING)
+	if (c->sts_mode != STS_MODE_TESTING || (info != NULL && info->verified))
 		return;
 	client_tls_summary(cl, tls, sizeof(tls));
-	if (strncmp(tls, "none", 4) == 0)
+	if (info == NULL)
 		log_warn("domain %s: MTA-STS testing: %s: TLS not used (%s); delivering anyway",
 			 c->plan->domain, c->last_relay, tls);
-	else if (strstr(tls, " verified=yes") == NULL)
+	else
 		log_warn("domain %s: MTA-STS testing: %s: certificate not verified (%s); delivering "
 			 "anyway", c->plan->domain, c->last_relay, tls);
 }
