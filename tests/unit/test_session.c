@@ -146,8 +146,8 @@ struct fixture {
 };
 
 static struct fixture fx;
-static const struct listener_info smtp_li = { "smtp-in", false, "tern test" };
-static const struct listener_info lmtp_li = { "lmtp-in", true, "tern lmtp" };
+static const struct listener_info smtp_li = { "smtp-in", false, "tern test", NULL, false };
+static const struct listener_info lmtp_li = { "lmtp-in", true, "tern lmtp", NULL, false };
 
 static void setup_with(const char *extra)
 {
