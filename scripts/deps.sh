@@ -7,7 +7,8 @@ set -euo pipefail
 
 build_pkgs=(gcc make libc6-dev libevent-dev libunbound-dev libjansson-dev libssl-dev libcurl4-openssl-dev dns-root-data)
 test_pkgs=(libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest python3-aiosmtpd openssl
-	   postfix dovecot-lmtpd dovecot-core nsd nftables dnsutils iproute2 nginx-light ldnsutils swaks)
+	   postfix dovecot-lmtpd dovecot-core nsd nftables dnsutils iproute2 nginx-light ldnsutils swaks
+	   libnet-ssleay-perl)
 
 want=("${build_pkgs[@]}")
 if [ "${1:-build}" = test ]; then

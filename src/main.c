@@ -13,6 +13,7 @@
 
 #include "admin/admin.h"
 #include "config/settings.h"
+#include "inbound/inbound.h"
 #include "route/explain.h"
 #include "server/server.h"
 #include "submit/send.h"
@@ -144,6 +145,7 @@ static int cmd_config_check(int argc, char **argv)
 {
 	struct config_opts o;
 	struct config *cfg;
+	char err[512];
 	int rc = parse_opts(argc, argv, OPT_STRICT, &o);
 
 	if (rc >= 0)
@@ -151,6 +153,12 @@ static int cmd_config_check(int argc, char **argv)
 	cfg = load_reporting(&o);
 	if (cfg == NULL)
 		return 1;
+	/* What only loading it shows: certificates, and listeners using them. */
+	if (!inbound_check(cfg, err, sizeof(err))) {
+		fprintf(stderr, "%s: %s\n", o.path, err);
+		config_free(cfg);
+		return 1;
+	}
 	printf("%s: configuration is valid\n", o.path);
 	config_free(cfg);
 	return 0;

@@ -165,17 +165,6 @@ static void reply_error(struct evhttp_request *req, int code, const char *fmt, .
 
 /* ---- authentication ---- */
 
-/* Equal, in a time that depends on the lengths but not on where the
- * contents differ. */
-static bool same_secret(const char *a, size_t alen, const char *b, size_t blen)
-{
-	unsigned char diff = alen != blen;
-
-	for (size_t i = 0; i < alen; i++)
-		diff |= (unsigned char)a[i] ^ (unsigned char)(i < blen ? b[i] : 0);
-	return diff == 0;
-}
-
 enum auth_result { AUTH_OK, AUTH_DISABLED, AUTH_REFUSED };
 
 /* The "user:secret" list of management.auth.lookup; NULL when not set. */
@@ -215,7 +204,7 @@ static enum auth_result authenticate(const struct config *cfg, struct evhttp_req
 		for (size_t i = 0; i < cfg_list_count(list); i++) {
 			const char *entry = cfg_list_entry(list, i);
 
-			match |= same_secret(cred, len, entry, strlen(entry));
+			match |= text_equal_secret(cred, len, entry, strlen(entry));
 		}
 	}
 	explicit_bzero(cred, sizeof(cred));

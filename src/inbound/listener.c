@@ -10,6 +10,12 @@
  * replies are already batched per read; Nagle would only delay them).
  * Beyond server.max-connections a client gets 421 and is closed without
  * a session. http listeners belong to the management API, not here.
+ *
+ * TLS: a listener's certificate is its own tls.certificate, else
+ * server.tls.certificate (a listener that sets its own to "no value" has
+ * none). Each certificate used is loaded once, at start, into a server
+ * context every listener using it shares; one that does not load stops
+ * the start, as does an implicit TLS listener without a certificate.
  */
 #include "inbound/inbound.h"
 
@@ -29,6 +35,7 @@
 #include "config/settings.h"
 #include "inbound/session.h"
 #include "server/server.h"
+#include "tls/server.h"
 #include "util/log.h"
 
 /* listen(2) backlog; the kernel caps it at net.core.somaxconn. */
@@ -142,6 +149,62 @@ static bool is_mail_listener(const struct cfg_section *sec)
 	return proto == NULL || proto->num != CFG_PROTO_HTTP;
 }
 
+/* The listener's certificate id, NULL for none. false with err when it
+ * has implicit TLS and no certificate. */
+static bool listener_cert_id(const struct config *cfg, const struct cfg_section *sec,
+			     const char **id, char *err, size_t errlen)
+{
+	const struct cfg_value *own = cfg_section_get(sec, CFG_LISTENER_TLS_CERTIFICATE);
+	const struct cfg_value *global = config_get(cfg, CFG_SERVER_TLS_CERTIFICATE);
+	const struct cfg_value *implicit = cfg_section_get(sec, CFG_LISTENER_TLS_IMPLICIT);
+	const struct cfg_value *v = own != NULL ? own : global;
+
+	*id = v != NULL && !v->none ? v->str : NULL;
+	if (*id == NULL && implicit != NULL && implicit->num != 0) {
+		snprintf(err, errlen,
+			 "listener \"%s\": tls.implicit is set but the listener has no certificate "
+			 "(server.listener.\"%s\".tls.certificate or server.tls.certificate)",
+			 sec->id, sec->id);
+		return false;
+	}
+	return true;
+}
+
+/* The shared context of certificate id, loaded on first use. */
+static struct tls_server *cert_context(struct inbound *in, const struct config *cfg,
+				       const char *id, char *err, size_t errlen)
+{
+	struct tls_server *ts;
+
+	for (size_t i = 0; i < in->n_certs; i++)
+		if (strcmp(tls_server_id(in->certs[i]), id) == 0)
+			return in->certs[i];
+	ts = tls_server_new(cfg, id, err, errlen);
+	if (ts != NULL)
+		in->certs[in->n_certs++] = ts;
+	return ts;
+}
+
+bool inbound_check(const struct config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < config_section_count(cfg, CFG_GROUP_CERTIFICATE); i++) {
+		const struct cfg_section *sec = config_section_at(cfg, CFG_GROUP_CERTIFICATE, i);
+		struct tls_server *ts = tls_server_new(cfg, sec->id, err, errlen);
+
+		if (ts == NULL)
+			return false;
+		tls_server_free(ts);
+	}
+	for (size_t i = 0; i < config_section_count(cfg, CFG_GROUP_LISTENER); i++) {
+		const struct cfg_section *sec = config_section_at(cfg, CFG_GROUP_LISTENER, i);
+		const char *id;
+
+		if (is_mail_listener(sec) && !listener_cert_id(cfg, sec, &id, err, errlen))
+			return false;
+	}
+	return true;
+}
+
 struct inbound *inbound_start(struct server *srv, char *err, size_t errlen)
 {
 	const struct config *cfg = srv->cfg;
@@ -169,7 +232,8 @@ struct inbound *inbound_start(struct server *srv, char *err, size_t errlen)
 			n += bind->n_items;
 	}
 	in->listeners = calloc(n ? n : 1, sizeof(*in->listeners));
-	if (in->accept_retry == NULL || in->listeners == NULL) {
+	in->certs = calloc(config_section_count(cfg, CFG_GROUP_CERTIFICATE) + 1, sizeof(*in->certs));
+	if (in->accept_retry == NULL || in->listeners == NULL || in->certs == NULL) {
 		snprintf(err, errlen, "out of memory");
 		inbound_free(in);
 		return NULL;
@@ -179,9 +243,17 @@ struct inbound *inbound_start(struct server *srv, char *err, size_t errlen)
 		const struct cfg_value *bind = cfg_section_get(sec, CFG_LISTENER_BIND);
 		const struct cfg_value *g = cfg_section_get(sec, CFG_LISTENER_GREETING);
 		const struct cfg_value *proto = cfg_section_get(sec, CFG_LISTENER_PROTOCOL);
+		const struct cfg_value *implicit = cfg_section_get(sec, CFG_LISTENER_TLS_IMPLICIT);
+		struct tls_server *tls = NULL;
+		const char *cert_id;
 
 		if (!is_mail_listener(sec) || bind == NULL)
 			continue;
+		if (!listener_cert_id(cfg, sec, &cert_id, err, errlen) ||
+		    (cert_id != NULL && (tls = cert_context(in, cfg, cert_id, err, errlen)) == NULL)) {
+			inbound_free(in);
+			return NULL;
+		}
 		for (size_t k = 0; k < bind->n_items; k++) {
 			struct inbound_listener *l = &in->listeners[in->n_listeners];
 			const struct cfg_value *b = &bind->items[k];
@@ -192,6 +264,8 @@ struct inbound *inbound_start(struct server *srv, char *err, size_t errlen)
 			l->info.id = sec->id;
 			l->info.lmtp = proto != NULL && proto->num == CFG_PROTO_LMTP;
 			l->info.greeting = g != NULL && !g->none ? g->str : greeting->str;
+			l->info.tls = tls;
+			l->info.implicit_tls = tls != NULL && implicit != NULL && implicit->num != 0;
 			ipaddr_format(&b->addr, ip, sizeof(ip));
 			snprintf(l->name, sizeof(l->name), b->addr.family == AF_INET6 ? "[%s]:%d" : "%s:%d",
 				 ip, (int)b->num);
@@ -210,8 +284,10 @@ struct inbound *inbound_start(struct server *srv, char *err, size_t errlen)
 			}
 			evconnlistener_set_error_cb(l->lev, accept_error_cb);
 			in->n_listeners++;
-			log_info("inbound: listening on %s (%s, listener %s)", l->name,
-				 l->info.lmtp ? "lmtp" : "smtp", sec->id);
+			log_info("inbound: listening on %s (%s%s, listener %s%s%s)", l->name,
+				 l->info.lmtp ? "lmtp" : "smtp", l->info.implicit_tls ? " over TLS" : "",
+				 sec->id, tls != NULL ? ", certificate " : "",
+				 tls != NULL ? cert_id : "");
 		}
 	}
 	return in;
@@ -248,5 +324,8 @@ void inbound_free(struct inbound *in)
 	if (in->accept_retry != NULL)
 		event_free(in->accept_retry);
 	free(in->listeners);
+	for (size_t i = 0; i < in->n_certs; i++)
+		tls_server_free(in->certs[i]);
+	free(in->certs);
 	free(in);
 }

@@ -2,12 +2,15 @@
  * received.c - the Received: field; see received.h.
  *
  *   Received: from <helo> ([192.0.2.1])
- *   	by <hostname> (tern) with ESMTP id <session id>
+ *   	(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)
+ *   	by <hostname> (tern) with ESMTPS id <session id>
  *   	for <rcpt@example.com>; Thu, 26 Nov 2026 10:00:00 +0000
  *
  * Only our own values and checked client text reach the header, so a
  * client cannot inject header lines or comments. The date is written by
  * hand: strftime's %a and %b follow the locale, RFC 5322 wants English.
+ * The TLS comment (only under TLS) names OpenSSL's protocol and cipher,
+ * which are tokens of our own library, never the client's text.
  */
 #include "inbound/received.h"
 
@@ -47,6 +50,8 @@ void received_write(struct strbuf *out, const struct received_info *ri)
 		ipaddr_format(ri->addr, ip, sizeof(ip));
 		strbuf_printf(out, " ([%s%s])", ri->addr->family == AF_INET6 ? "IPv6:" : "", ip);
 	}
+	if (ri->tls != NULL)
+		strbuf_printf(out, "\r\n\t(using %s)", ri->tls);
 	strbuf_printf(out, "\r\n\tby %s (tern) with %s id %s", ri->hostname, ri->protocol, ri->id);
 	if (ri->rcpt != NULL && smtp_text_safe(ri->rcpt, ri->rcpt_len)) {
 		strbuf_puts(out, "\r\n\tfor <");

@@ -16,7 +16,8 @@ struct received_info {
 	size_t helo_len;
 	const struct ipaddr *addr;  /* client address; family 0 when not IP */
 	const char *hostname;       /* ours: server.hostname */
-	const char *protocol;       /* RFC 3848: "SMTP", "ESMTP", "LMTP", ... */
+	const char *protocol;       /* RFC 3848: "SMTP", "ESMTP", "ESMTPSA", "LMTP", ... */
+	const char *tls;            /* "TLSv1.3 with cipher ..." under TLS, else NULL */
 	const char *id;             /* session-unique id */
 	const char *rcpt;           /* the recipient when there is exactly one, else NULL */
 	size_t rcpt_len;

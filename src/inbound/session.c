@@ -28,8 +28,24 @@
  * (TCP pushes back on the client), and processing stops while more than
  * OUT_HIGH_WATER bytes of replies wait for a client that does not read.
  *
- * Not here: TLS (STARTTLS, implicit TLS), AUTH, and so REQUIRETLS, which
- * RFC 8689 allows only over TLS; address rewriting; local delivery.
+ * TLS (RFC 3207): STARTTLS is offered when the listener has a
+ * certificate and the session is not under TLS yet. After its 220 has
+ * been sent the session reads nothing in clear: whatever the client sent
+ * after the STARTTLS line is dropped unread (a command injected there,
+ * the CVE-2011-0411 class, must never be taken as sent under TLS), and
+ * the handshake runs on the loop (IN_TLS_WAIT, then IN_HANDSHAKE) within
+ * session.timeout in all. Once done, the session is as after the banner:
+ * no greeting, no transaction, no AUTH. An implicit TLS listener starts
+ * in IN_TLS_WAIT and sends the banner after the handshake. The bytes go
+ * through conn_io.c, which hides whether they are encrypted.
+ *
+ * AUTH (RFC 4954): PLAIN and LOGIN (sasl.c) against session.auth.lookup,
+ * offered only under TLS unless session.auth.allow-plain-text; the
+ * client's responses are lines read in IN_AUTH. The identity becomes the
+ * authenticated-as rule variable, so relaying is decided by the rule.
+ * REQUIRETLS (RFC 8689) is offered only under TLS.
+ *
+ * Not here: address rewriting; local delivery; client certificates.
  */
 #include "inbound/session.h"
 
@@ -40,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -49,16 +66,20 @@
 #include <event2/event.h>
 
 #include "config/settings.h"
+#include "config/lists.h"
+#include "inbound/conn_io.h"
 #include "inbound/received.h"
+#include "inbound/sasl.h"
 #include "inbound/smtp_body.h"
 #include "inbound/smtp_parse.h"
 #include "server/server.h"
+#include "tls/server.h"
+#include "tls/tls.h"
 #include "util/log.h"
 
 #define IN_HIGH_WATER (256 * 1024)
 #define OUT_HIGH_WATER (64 * 1024)
 #define READ_SIZE (16 * 1024)
-#define FLUSH_IOV 64
 /* A body buffer grown past this is released after its message, so idle
  * sessions do not each hold the largest message they have seen. */
 #define BODY_KEEP (1024 * 1024)
@@ -81,14 +102,30 @@ enum input_phase {
 	IN_COMMAND, /* command lines */
 	IN_DATA,    /* DATA bytes up to CRLF.CRLF */
 	IN_BDAT,    /* the octets of a BDAT chunk */
+	IN_AUTH,    /* a SASL response line of AUTH */
 	IN_QUEUE,   /* none: waiting for queue_submit's callback */
+	IN_TLS_WAIT, /* none: replies are flushed, then the handshake starts */
+	IN_HANDSHAKE, /* none but the TLS handshake */
 	IN_CLOSE,   /* none: the last reply is being flushed, then close */
 };
+
+/* Where an AUTH exchange is (IN_AUTH). */
+enum auth_step {
+	AUTH_IDLE,
+	AUTH_PLAIN,      /* waiting for the PLAIN message */
+	AUTH_LOGIN_USER, /* LOGIN: the user name */
+	AUTH_LOGIN_PASS, /* LOGIN: the password */
+};
+
+/* session.auth.mechanisms, as bits of the words' indexes. */
+#define MECH_PLAIN 0x1u
+#define MECH_LOGIN 0x2u
 
 #define NOT_IMPLEMENTED "502 5.5.1 Command not implemented"
 #define NEED_HELO "503 5.5.1 Error: send HELO/EHLO first"
 #define NEED_MAIL "503 5.5.1 Error: need MAIL command"
 #define NO_RCPTS "554 5.5.1 Error: no valid recipients"
+#define IN_TXN "503 5.5.1 Error: MAIL transaction in progress"
 
 /*
  * The reply to a command in a state that does not allow it; NULL where it
@@ -106,10 +143,8 @@ static const char *const refusals[SMTP_VERB_COUNT][TXN_COUNT] = {
 	[SMTP_BDAT] = { NEED_MAIL, NEED_MAIL, NO_RCPTS, NULL, NULL },
 	[SMTP_EXPN] = { NOT_IMPLEMENTED, NOT_IMPLEMENTED, NOT_IMPLEMENTED, NOT_IMPLEMENTED,
 			NOT_IMPLEMENTED },
-	[SMTP_STARTTLS] = { NOT_IMPLEMENTED, NOT_IMPLEMENTED, NOT_IMPLEMENTED, NOT_IMPLEMENTED,
-			    NOT_IMPLEMENTED },
-	[SMTP_AUTH] = { NOT_IMPLEMENTED, NOT_IMPLEMENTED, NOT_IMPLEMENTED, NOT_IMPLEMENTED,
-			NOT_IMPLEMENTED },
+	[SMTP_STARTTLS] = { NEED_HELO, NULL, IN_TXN, IN_TXN, IN_TXN },
+	[SMTP_AUTH] = { NEED_HELO, NULL, IN_TXN, IN_TXN, IN_TXN },
 	[SMTP_ETRN] = { NOT_IMPLEMENTED, NOT_IMPLEMENTED, NOT_IMPLEMENTED, NOT_IMPLEMENTED,
 			NOT_IMPLEMENTED },
 	[SMTP_TURN] = { NOT_IMPLEMENTED, NOT_IMPLEMENTED, NOT_IMPLEMENTED, NOT_IMPLEMENTED,
@@ -120,11 +155,15 @@ struct session {
 	struct session *prev, *next; /* in->sessions */
 	struct inbound *in;
 	const struct listener_info *li;
-	int fd;
+	struct conn_io io;           /* the socket, and TLS once started */
 	struct event *ev_read;       /* persistent, with the session timeout */
 	struct event *ev_write;      /* only while replies wait for socket space */
 	struct evbuffer *in_buf, *out; /* bytes read, replies not yet sent */
 	bool reading;                /* ev_read is added */
+	bool read_wants_write;       /* TLS: the last read waits for writable */
+	bool write_wants_read;       /* TLS: the last write waits for readable */
+	struct timespec tls_deadline; /* the handshake's end, session.timeout after it began */
+	char tls_desc[96];           /* "TLSv1.3 with cipher ...", for Received */
 	char id[24];                 /* for logs and the Received id */
 
 	enum txn_state state;
@@ -138,6 +177,13 @@ struct session {
 	char helo[SMTP_HELO_MAX + 1];
 	size_t helo_len;
 	unsigned messages;           /* accepted in this session */
+
+	/* AUTH: the exchange under way, and who the client is once done. */
+	enum auth_step auth_step;
+	const char *auth_mech;       /* "PLAIN" or "LOGIN", for logs */
+	struct sasl_cred cred;       /* wiped after every exchange */
+	char auth_id[SASL_FIELD_MAX + 1];
+	size_t auth_id_len;          /* 0: not authenticated */
 	unsigned received_max;       /* session.data.limits.received-headers */
 
 	/* The transaction: the envelope being built and its limits. */
@@ -305,15 +351,28 @@ static void txn_end(struct session *s)
 	}
 }
 
+/* RFC 3848: ESMTP or LMTP, then S under TLS, A once authenticated;
+ * plain SMTP after HELO. */
+static const char *received_protocol(const struct session *s, char *buf, size_t len)
+{
+	if (!s->li->lmtp && s->ext == 0)
+		return "SMTP";
+	snprintf(buf, len, "%s%s%s", s->li->lmtp ? "LMTP" : "ESMTP", s->io.ssl != NULL ? "S" : "",
+		 s->auth_id_len != 0 ? "A" : "");
+	return buf;
+}
+
 /* DATA or the first BDAT: the Received field, then the bytes as they come. */
 static void body_begin(struct session *s, bool dot)
 {
+	char proto[16];
 	struct received_info ri = {
 		.helo = s->helo,
 		.helo_len = s->helo_len,
 		.addr = &s->remote,
 		.hostname = hostname(s),
-		.protocol = s->li->lmtp ? "LMTP" : s->ext != 0 ? "ESMTP" : "SMTP",
+		.protocol = received_protocol(s, proto, sizeof(proto)),
+		.tls = s->io.ssl != NULL ? s->tls_desc : NULL,
 		.when = time(NULL),
 	};
 	char id[sizeof(s->id) + 12];
@@ -399,6 +458,47 @@ static void message_end(struct session *s)
 
 /* ---- commands ---- */
 
+/* The lookup list, when AUTH can succeed at all. */
+static const struct cfg_list *auth_lookup(const struct session *s)
+{
+	const struct cfg_value *v = config_get(s->in->srv->cfg, CFG_SESSION_AUTH_LOOKUP);
+
+	return v != NULL && !v->none ? v->list : NULL;
+}
+
+/* MECH_* of session.auth.mechanisms, in *order as configured ("PLAIN
+ * LOGIN"); 0 when AUTH is not enabled (no mechanism or no lookup). */
+static unsigned auth_mechs(const struct session *s, char *order, size_t orderlen)
+{
+	static const char *const names[] = { "PLAIN", "LOGIN" };
+	const struct cfg_value *v = eval(s, CFG_SESSION_AUTH_MECHANISMS);
+	unsigned mechs = 0;
+	size_t used = 0;
+
+	if (orderlen > 0)
+		order[0] = '\0';
+	if (v == NULL || v->none || auth_lookup(s) == NULL)
+		return 0;
+	for (size_t i = 0; i < v->n_items; i++) {
+		int64_t k = v->items[i].num;
+
+		if (k < 0 || k > 1 || (mechs & (1u << k)))
+			continue;
+		mechs |= 1u << k;
+		if (used < orderlen)
+			used += (size_t)snprintf(order + used, orderlen - used, "%s%s",
+						 used > 0 ? " " : "", names[k]);
+	}
+	return mechs;
+}
+
+/* AUTH may be used now: enabled, and under TLS unless plain text is allowed. */
+static bool auth_allowed(const struct session *s)
+{
+	return s->io.ssl != NULL ||
+	       config_get(s->in->srv->cfg, CFG_SESSION_AUTH_ALLOW_PLAIN_TEXT)->num != 0;
+}
+
 static void cmd_hello(struct session *s, const struct smtp_cmd *c)
 {
 	const char *name, *err;
@@ -406,6 +506,7 @@ static void cmd_hello(struct session *s, const struct smtp_cmd *c)
 	struct evbuffer *out = s->out;
 	const char *lines[12];
 	size_t n = 0;
+	char auth_line[32] = "AUTH ";
 
 	if ((c->verb == SMTP_LHLO) != s->li->lmtp) {
 		reply(s, s->li->lmtp ? "500 5.5.1 Error: this is LMTP, use LHLO"
@@ -445,9 +546,16 @@ static void cmd_hello(struct session *s, const struct smtp_cmd *c)
 		s->ext |= SMTP_EXT_DSN;
 		lines[n++] = "DSN";
 	}
-	/* session.extensions.requiretls is honoured once inbound TLS exists:
-	 * RFC 8689 4.1 offers REQUIRETLS only over TLS, which this session
-	 * never is yet. */
+	if (s->li->tls != NULL && s->io.ssl == NULL)
+		lines[n++] = "STARTTLS";
+	if (s->auth_id_len == 0 && auth_allowed(s) &&
+	    auth_mechs(s, auth_line + 5, sizeof(auth_line) - 5) != 0)
+		lines[n++] = auth_line;
+	/* RFC 8689 2: REQUIRETLS only where the session itself is under TLS. */
+	if (s->io.ssl != NULL && eval_bool(s, CFG_SESSION_EXT_REQUIRETLS)) {
+		s->ext |= SMTP_EXT_REQUIRETLS;
+		lines[n++] = "REQUIRETLS";
+	}
 	evbuffer_add_printf(out, "250-%s\r\n", hostname(s));
 	for (size_t i = 0; i < n; i++) {
 		char sep = i + 1 == n ? ' ' : '-';
@@ -468,6 +576,10 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *c)
 
 	if (err != NULL) {
 		reply(s, err);
+		return;
+	}
+	if (s->auth_id_len == 0 && eval_bool(s, CFG_SESSION_AUTH_REQUIRE)) {
+		reply(s, "530 5.7.0 Authentication required");
 		return;
 	}
 	msg = message_new(m.addr, m.addr_len);
@@ -623,11 +735,159 @@ static void cmd_help(struct session *s, const struct smtp_cmd *c)
 			       "VRFY HELP");
 }
 
+static void cmd_starttls(struct session *s, const struct smtp_cmd *c)
+{
+	if (s->li->tls == NULL) {
+		reply(s, NOT_IMPLEMENTED);
+		return;
+	}
+	if (s->io.ssl != NULL) {
+		reply(s, "503 5.5.1 Error: TLS already active");
+		return;
+	}
+	if (c->arg_len != 0) {
+		reply(s, "501 5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	reply(s, "220 2.0.0 Ready to start TLS");
+	/* Anything after the STARTTLS line was sent in clear before the
+	 * client could have seen our 220: drop it unread (CVE-2011-0411). */
+	evbuffer_drain(s->in_buf, evbuffer_get_length(s->in_buf));
+	s->scanned = 0;
+	s->discarding = false;
+	s->input = IN_TLS_WAIT;
+}
+
+/* ---- AUTH ---- */
+
+static void auth_done(struct session *s)
+{
+	sasl_cred_clear(&s->cred);
+	s->auth_step = AUTH_IDLE;
+	s->input = IN_COMMAND;
+}
+
+/* The exchange failed before the credentials were checked: reply and log. */
+static void auth_fail(struct session *s, const char *text)
+{
+	reply(s, text);
+	log_info("inbound %s: AUTH %s failed: %s client=%s", s->id, s->auth_mech, text,
+		 s->remote_text);
+	auth_done(s);
+}
+
+static void auth_verify(struct session *s)
+{
+	char user[4 * SASL_FIELD_MAX + 1];
+
+	log_escape(s->cred.user, s->cred.user_len, user, sizeof(user));
+	if (sasl_check(auth_lookup(s), &s->cred)) {
+		memcpy(s->auth_id, s->cred.user, s->cred.user_len);
+		s->auth_id[s->cred.user_len] = '\0';
+		s->auth_id_len = s->cred.user_len;
+		set_var(s, RULE_VAR_AUTHENTICATED_AS, s->auth_id, s->auth_id_len);
+		reply(s, "235 2.7.0 Authentication successful");
+		log_info("inbound %s: AUTH %s user=%s client=%s", s->id, s->auth_mech, user,
+			 s->remote_text);
+	} else {
+		reply(s, "535 5.7.8 Authentication credentials invalid");
+		log_warn("inbound %s: AUTH %s failed: bad credentials user=%s client=%s", s->id,
+			 s->auth_mech, user, s->remote_text);
+	}
+	auth_done(s);
+}
+
+/* One client response (or the initial response) in the current step. */
+static void auth_response(struct session *s, const char *line, size_t len)
+{
+	char buf[SMTP_LINE_MAX];
+	size_t n = 0;
+	const char *err = sasl_decode_response(line, len, buf, sizeof(buf), &n);
+
+	if (err == NULL) {
+		switch (s->auth_step) {
+		case AUTH_PLAIN:
+			err = sasl_plain_parse(buf, n, &s->cred);
+			if (err == NULL)
+				auth_verify(s);
+			break;
+		case AUTH_LOGIN_USER:
+			err = sasl_login_field(buf, n, s->cred.user, &s->cred.user_len);
+			if (err == NULL) {
+				reply(s, "334 UGFzc3dvcmQ6"); /* "Password:" */
+				s->auth_step = AUTH_LOGIN_PASS;
+			}
+			break;
+		case AUTH_LOGIN_PASS:
+			err = sasl_login_field(buf, n, s->cred.secret, &s->cred.secret_len);
+			if (err == NULL)
+				auth_verify(s);
+			break;
+		case AUTH_IDLE:
+			break;
+		}
+	}
+	if (err != NULL)
+		auth_fail(s, err);
+	explicit_bzero(buf, sizeof(buf));
+}
+
+static void cmd_auth(struct session *s, const struct smtp_cmd *c)
+{
+	char order[32];
+	unsigned mechs = auth_mechs(s, order, sizeof(order));
+	const char *sp = memchr(c->arg, ' ', c->arg_len);
+	size_t mech_len = sp != NULL ? (size_t)(sp - c->arg) : c->arg_len;
+	const char *ir = NULL;
+	size_t ir_len = 0;
+
+	if (mechs == 0) {
+		reply(s, NOT_IMPLEMENTED);
+		return;
+	}
+	if (s->ext == 0) {
+		reply(s, "503 5.5.1 Error: send EHLO first");
+		return;
+	}
+	if (s->auth_id_len != 0) {
+		reply(s, "503 5.5.1 Error: already authenticated");
+		return;
+	}
+	if (!auth_allowed(s)) {
+		reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+		return;
+	}
+	if (mech_len == 5 && strncasecmp(c->arg, "PLAIN", 5) == 0 && (mechs & MECH_PLAIN)) {
+		s->auth_step = AUTH_PLAIN;
+		s->auth_mech = "PLAIN";
+	} else if (mech_len == 5 && strncasecmp(c->arg, "LOGIN", 5) == 0 && (mechs & MECH_LOGIN)) {
+		s->auth_step = AUTH_LOGIN_USER;
+		s->auth_mech = "LOGIN";
+	} else {
+		reply(s, c->arg_len == 0 ? "501 5.5.4 Syntax: AUTH mechanism [initial-response]"
+					 : "504 5.5.4 Unrecognized authentication type");
+		return;
+	}
+	if (sp != NULL) {
+		ir = sp + 1;
+		ir_len = c->arg_len - mech_len - 1;
+		while (ir_len > 0 && *ir == ' ')
+			ir++, ir_len--;
+	}
+	s->input = IN_AUTH;
+	if (ir_len > 0) {
+		auth_response(s, ir, ir_len);
+		explicit_bzero(s->line, sizeof(s->line)); /* c->arg pointed here */
+	} else
+		reply(s, s->auth_step == AUTH_PLAIN ? "334 " : "334 VXNlcm5hbWU6"); /* "Username:" */
+}
+
 static void (*const handlers[SMTP_VERB_COUNT])(struct session *, const struct smtp_cmd *) = {
 	[SMTP_HELO] = cmd_hello, [SMTP_EHLO] = cmd_hello, [SMTP_LHLO] = cmd_hello,
 	[SMTP_MAIL] = cmd_mail, [SMTP_RCPT] = cmd_rcpt, [SMTP_DATA] = cmd_data,
 	[SMTP_BDAT] = cmd_bdat, [SMTP_RSET] = cmd_rset, [SMTP_NOOP] = cmd_noop,
 	[SMTP_QUIT] = cmd_quit, [SMTP_VRFY] = cmd_vrfy, [SMTP_HELP] = cmd_help,
+	[SMTP_STARTTLS] = cmd_starttls, [SMTP_AUTH] = cmd_auth,
 };
 
 static void dispatch(struct session *s, const char *line, size_t len)
@@ -773,6 +1033,12 @@ static void session_process(struct session *s)
 			if (!read_line(s, &len))
 				break;
 			dispatch(s, s->line, len);
+		} else if (s->input == IN_AUTH) {
+			if (!read_line(s, &len))
+				break;
+			auth_response(s, s->line, len);
+			/* The line held a secret. */
+			explicit_bzero(s->line, len);
 		} else if (s->input == IN_DATA) {
 			if (!read_data(s))
 				break;
@@ -791,116 +1057,215 @@ static void session_process(struct session *s)
 
 /* ---- events ---- */
 
-/* Write what is pending, as far as the socket takes it; false when the
- * connection is broken. One sendmsg for every reply produced so far. */
-static bool flush(struct session *s)
-{
-	while (evbuffer_get_length(s->out) > 0) {
-		struct evbuffer_iovec v[FLUSH_IOV];
-		struct iovec iov[FLUSH_IOV];
-		struct msghdr mh = { .msg_iov = iov };
-		int n = evbuffer_peek(s->out, -1, NULL, v, FLUSH_IOV);
-		ssize_t sent;
-
-		for (int i = 0; i < n && i < FLUSH_IOV; i++) {
-			iov[i].iov_base = v[i].iov_base;
-			iov[i].iov_len = v[i].iov_len;
-		}
-		mh.msg_iovlen = (size_t)(n < FLUSH_IOV ? n : FLUSH_IOV);
-		sent = sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (sent < 0)
-			return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-		evbuffer_drain(s->out, (size_t)sent);
-	}
-	return true;
-}
-
 static const struct timeval *idle_timeout(const struct session *s)
 {
 	return s->timeout.tv_sec != 0 || s->timeout.tv_usec != 0 ? &s->timeout : NULL;
 }
 
+/* ---- TLS ---- */
+
+/* After the handshake: as after the banner (RFC 3207 4.2), nothing of
+ * what the client said in clear is kept. */
+static void tls_established(struct session *s)
+{
+	struct tls_info ti;
+
+	conn_io_tls_info(&s->io, &ti);
+	snprintf(s->tls_desc, sizeof(s->tls_desc), "%s with cipher %s", ti.protocol, ti.cipher);
+	log_info("inbound %s: TLS %s:%s certificate=%s", s->id, ti.protocol, ti.cipher,
+		 tls_server_id(s->li->tls));
+	s->state = TXN_CONNECTED;
+	txn_reset(s);
+	s->ext = 0;
+	s->helo[0] = '\0';
+	s->helo_len = 0;
+	s->auth_id_len = 0;
+	set_var(s, RULE_VAR_AUTHENTICATED_AS, NULL, 0);
+	s->input = IN_COMMAND;
+	if (s->li->implicit_tls)
+		replyf(s, "220 %s %s", hostname(s), s->li->greeting);
+	/* From now on the read event's timeout is the idle one again. */
+	event_add(s->ev_read, idle_timeout(s));
+	s->reading = true;
+}
+
+/* One step of the handshake; false when it failed and s is freed. */
+static bool tls_handshake(struct session *s)
+{
+	switch (conn_io_handshake(&s->io)) {
+	case CONN_IO_OK:
+		tls_established(s);
+		return true;
+	case CONN_IO_AGAIN:
+		return true;
+	default:
+		log_info("inbound %s: %s client=%s", s->id, s->io.error, s->remote_text);
+		session_free(s);
+		return false;
+	}
+}
+
+/* The replies before it are out: start the handshake. false when s is freed. */
+static bool tls_begin(struct session *s)
+{
+	char err[256];
+	struct ssl_st *ssl = tls_server_ssl_new(s->li->tls, err, sizeof(err));
+	int64_t ms = s->timeout.tv_sec * 1000 + s->timeout.tv_usec / 1000;
+
+	if (ssl == NULL) {
+		log_warn("inbound %s: %s", s->id, err);
+		session_free(s);
+		return false;
+	}
+	conn_io_start_tls(&s->io, ssl);
+	s->input = IN_HANDSHAKE;
+	clock_gettime(CLOCK_MONOTONIC, &s->tls_deadline);
+	s->tls_deadline.tv_sec += ms / 1000;
+	s->tls_deadline.tv_nsec += (ms % 1000) * 1000000;
+	if (s->tls_deadline.tv_nsec >= 1000000000) {
+		s->tls_deadline.tv_sec++;
+		s->tls_deadline.tv_nsec -= 1000000000;
+	}
+	return tls_handshake(s);
+}
+
+/* What is left of the handshake's time, for the read event. */
+static struct timeval tls_time_left(const struct session *s)
+{
+	struct timespec now;
+	struct timeval tv = { 0, 0 };
+	int64_t left;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	left = (int64_t)(s->tls_deadline.tv_sec - now.tv_sec) * 1000000 +
+	       (s->tls_deadline.tv_nsec - now.tv_nsec) / 1000;
+	if (left > 0) {
+		tv.tv_sec = left / 1000000;
+		tv.tv_usec = left % 1000000;
+	}
+	return tv;
+}
+
 /*
  * The end of every event: send the replies, resume processing that waited
- * for the client to read them, decide whether to read on (not while the
- * input buffer is full: TCP then pushes back on the client), and close
- * once the last reply is out. s may be freed: callers return after this.
+ * for the client to read them, start TLS once its 220 is out, decide
+ * whether to read on (not while the input buffer is full: TCP then pushes
+ * back on the client), and close once the last reply is out. s may be
+ * freed: callers return after this.
  */
 static void session_settle(struct session *s)
 {
-	bool want_read;
+	bool want_read, want_write;
 
 	for (;;) {
-		if (!flush(s)) {
-			log_info("inbound %s: write: %s", s->id, strerror(errno));
+		enum conn_io_status st = conn_io_write(&s->io, s->out);
+
+		if (st == CONN_IO_ERROR || st == CONN_IO_CLOSED) {
+			log_info("inbound %s: %s", s->id,
+				 st == CONN_IO_CLOSED ? "connection closed by the client" : s->io.error);
 			session_free(s);
 			return;
+		}
+		s->write_wants_read = st == CONN_IO_AGAIN && s->io.ssl != NULL && s->io.want_read;
+		if (s->input == IN_TLS_WAIT && st == CONN_IO_OK) {
+			if (!tls_begin(s))
+				return;
+			continue; /* done at once: an implicit TLS banner to send */
 		}
 		if (!s->out_blocked || evbuffer_get_length(s->out) > OUT_HIGH_WATER / 2)
 			break;
 		s->out_blocked = false;
 		session_process(s);
 	}
-	if (evbuffer_get_length(s->out) > 0) {
-		if (!event_pending(s->ev_write, EV_WRITE, NULL))
-			event_add(s->ev_write, idle_timeout(s));
+	if (s->input == IN_HANDSHAKE) {
+		struct timeval left = tls_time_left(s);
+
+		want_write = s->io.want_write;
+		event_add(s->ev_read, &left);
+		s->reading = true;
 	} else {
-		if (s->input == IN_CLOSE) {
+		want_write = s->read_wants_write ||
+			     (evbuffer_get_length(s->out) > 0 && !s->write_wants_read);
+		if (evbuffer_get_length(s->out) == 0 && s->input == IN_CLOSE) {
 			session_free(s);
 			return;
 		}
+		want_read = (s->input != IN_CLOSE && s->input != IN_TLS_WAIT &&
+			     evbuffer_get_length(s->in_buf) < IN_HIGH_WATER) ||
+			    s->write_wants_read;
+		if (want_read != s->reading) {
+			if (want_read)
+				event_add(s->ev_read, idle_timeout(s));
+			else
+				event_del(s->ev_read);
+			s->reading = want_read;
+		}
+		/* Bytes OpenSSL holds make no read event. */
+		if (want_read && s->input != IN_CLOSE && s->input != IN_TLS_WAIT &&
+		    conn_io_pending(&s->io) > 0)
+			event_active(s->ev_read, EV_READ, 0);
+	}
+	if (want_write) {
+		if (!event_pending(s->ev_write, EV_WRITE, NULL))
+			event_add(s->ev_write, idle_timeout(s));
+	} else {
 		event_del(s->ev_write);
 	}
-	want_read = s->input != IN_CLOSE && evbuffer_get_length(s->in_buf) < IN_HIGH_WATER;
-	if (want_read != s->reading) {
-		if (want_read)
-			event_add(s->ev_read, idle_timeout(s));
-		else
-			event_del(s->ev_read);
-		s->reading = want_read;
+}
+
+/* Read what the connection has, process it, settle. s may be freed. */
+static void session_input(struct session *s)
+{
+	enum conn_io_status st;
+
+	s->read_wants_write = false;
+	do
+		st = conn_io_read(&s->io, s->in_buf, READ_SIZE);
+	while (st == CONN_IO_OK && conn_io_pending(&s->io) > 0 &&
+	       evbuffer_get_length(s->in_buf) < IN_HIGH_WATER);
+	if (st == CONN_IO_CLOSED || st == CONN_IO_ERROR) {
+		if (st == CONN_IO_ERROR)
+			log_info("inbound %s: %s", s->id, s->io.error);
+		session_free(s);
+		return;
 	}
+	s->read_wants_write = st == CONN_IO_AGAIN && s->io.ssl != NULL && s->io.want_write;
+	session_process(s);
+	session_settle(s);
 }
 
 static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
-	struct evbuffer_iovec v[2];
-	struct iovec iov[2];
-	int nv;
-	ssize_t n;
 
+	(void)fd;
 	if (what & EV_TIMEOUT) {
 		/* While the queue has the message, the client waits for us. */
 		if (s->input == IN_QUEUE)
 			return;
+		if (s->input == IN_HANDSHAKE) {
+			log_info("inbound %s: TLS handshake timed out client=%s", s->id,
+				 s->remote_text);
+			session_free(s);
+			return;
+		}
 		log_info("inbound %s: timeout", s->id);
 		replyf(s, "421 4.4.2 %s Timeout", hostname(s));
 		close_after_reply(s);
 		session_settle(s);
 		return;
 	}
-	nv = evbuffer_reserve_space(s->in_buf, READ_SIZE, v, 2);
-	for (int i = 0; i < nv; i++) {
-		iov[i].iov_base = v[i].iov_base;
-		iov[i].iov_len = v[i].iov_len;
-	}
-	n = nv > 0 ? readv(fd, iov, nv) : -1;
-	if (n <= 0) {
-		evbuffer_commit_space(s->in_buf, v, 0);
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-			return;
-		if (n < 0)
-			log_info("inbound %s: read: %s", s->id, strerror(errno));
-		session_free(s);
+	if (s->input == IN_HANDSHAKE) {
+		if (tls_handshake(s))
+			session_settle(s);
 		return;
 	}
-	for (int i = 0; i < nv; i++) {
-		v[i].iov_len = (size_t)n < v[i].iov_len ? (size_t)n : v[i].iov_len;
-		n -= (ssize_t)v[i].iov_len;
+	if (s->input == IN_CLOSE || s->input == IN_TLS_WAIT) {
+		/* Only a write that waited for readable brings us here. */
+		session_settle(s);
+		return;
 	}
-	evbuffer_commit_space(s->in_buf, v, nv);
-	session_process(s);
-	session_settle(s);
+	session_input(s);
 }
 
 static void write_cb(evutil_socket_t fd, short what, void *arg)
@@ -911,6 +1276,15 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
 	if (what & EV_TIMEOUT) {
 		log_info("inbound %s: timeout writing to the client", s->id);
 		session_free(s);
+		return;
+	}
+	if (s->input == IN_HANDSHAKE) {
+		if (tls_handshake(s))
+			session_settle(s);
+		return;
+	}
+	if (s->read_wants_write) {
+		session_input(s);
 		return;
 	}
 	session_settle(s);
@@ -947,7 +1321,7 @@ int session_start(struct inbound *in, const struct listener_info *li, int fd,
 		close(fd);
 		return -1;
 	}
-	s->fd = fd;
+	s->io.fd = fd;
 	s->in = in;
 	s->li = li;
 	s->in_buf = evbuffer_new();
@@ -980,7 +1354,11 @@ int session_start(struct inbound *in, const struct listener_info *li, int fd,
 	in->sessions = s;
 	in->n_sessions++;
 	log_info("inbound %s: connect from %s listener=%s", s->id, s->remote_text, li->id);
-	replyf(s, "220 %s %s", hostname(s), li->greeting);
+	/* Implicit TLS: the banner comes after the handshake. */
+	if (li->implicit_tls)
+		s->input = IN_TLS_WAIT;
+	else
+		replyf(s, "220 %s %s", hostname(s), li->greeting);
 	session_settle(s);
 	return 0;
 }
@@ -1010,7 +1388,8 @@ static void release(struct session *s)
 		evbuffer_free(s->in_buf);
 	if (s->out != NULL)
 		evbuffer_free(s->out);
-	close(s->fd);
+	conn_io_close(&s->io);
+	sasl_cred_clear(&s->cred);
 	message_free(s->msg);
 	strbuf_free(&s->data);
 	free(s);

@@ -18,6 +18,7 @@
 
 struct event;
 struct sockaddr;
+struct tls_server;
 struct inbound_listener;
 struct session;
 
@@ -26,6 +27,8 @@ struct listener_info {
 	const char *id;       /* [server.listener."<id>"]: the listener rule variable */
 	bool lmtp;            /* LHLO, and one reply per recipient after the data */
 	const char *greeting; /* banner text after the host name */
+	struct tls_server *tls; /* its certificate: STARTTLS offered; NULL: none */
+	bool implicit_tls;    /* the handshake before the banner (tls is set) */
 };
 
 struct inbound {
@@ -33,6 +36,8 @@ struct inbound {
 	struct inbound_listener *listeners;
 	size_t n_listeners;
 	struct event *accept_retry;   /* re-enables accepting after EMFILE and the like */
+	struct tls_server **certs;    /* one per [certificate] a listener uses */
+	size_t n_certs;
 	struct session *sessions;     /* every live session */
 	size_t n_sessions;
 	size_t max_sessions;          /* server.max-connections */

@@ -7,7 +7,8 @@
  * addresses, timeouts, notices, the management API's credentials) uses it.
  *
  * What needs a restart: the listeners (they are open sockets made from the
- * configuration tern started with, which therefore lives until exit),
+ * configuration tern started with, which therefore lives until exit) and
+ * their certificates (loaded at start; [certificate] changes need one too),
  * queue.path (the open spool) and resolver.* (the running resolver).
  * A reload that changes them says so in the log and leaves them.
  *
@@ -50,7 +51,8 @@ static bool same_value(const struct cfg_value *a, const struct cfg_value *b)
 static bool same_listeners(const struct config *a, const struct config *b)
 {
 	static const enum cfg_key keys[] = { CFG_LISTENER_BIND, CFG_LISTENER_PROTOCOL,
-					     CFG_LISTENER_GREETING };
+					     CFG_LISTENER_GREETING, CFG_LISTENER_TLS_IMPLICIT,
+					     CFG_LISTENER_TLS_CERTIFICATE };
 	size_t n = config_section_count(a, CFG_GROUP_LISTENER);
 
 	if (n != config_section_count(b, CFG_GROUP_LISTENER))
@@ -74,7 +76,8 @@ static void note_restart_only(const struct config *running, const struct config 
 {
 	static const enum cfg_key keys[] = { CFG_QUEUE_PATH, CFG_RESOLVER_TYPE, CFG_RESOLVER_CUSTOM,
 					     CFG_RESOLVER_TIMEOUT, CFG_RESOLVER_ATTEMPTS,
-					     CFG_SERVER_GREETING, CFG_SERVER_MAX_CONNECTIONS };
+					     CFG_SERVER_GREETING, CFG_SERVER_MAX_CONNECTIONS,
+					     CFG_SERVER_TLS_CERTIFICATE };
 
 	if (!same_listeners(running, next))
 		log_warn("reload: the listeners changed; that takes effect at the next restart");

@@ -66,3 +66,12 @@ bool text_utf8_valid(const char *s, size_t len)
 	}
 	return true;
 }
+
+bool text_equal_secret(const char *a, size_t alen, const char *b, size_t blen)
+{
+	unsigned char diff = alen != blen;
+
+	for (size_t i = 0; i < alen; i++)
+		diff |= (unsigned char)a[i] ^ (unsigned char)(i < blen ? b[i] : 0);
+	return diff == 0;
+}

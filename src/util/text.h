@@ -1,6 +1,7 @@
 /*
  * text.h - small text helpers that know nothing about mail: hashing, edit
- * distance (for "did you mean" suggestions) and UTF-8 validity.
+ * distance (for "did you mean" suggestions), UTF-8 validity and comparing
+ * secrets.
  */
 #ifndef TERN_UTIL_TEXT_H
 #define TERN_UTIL_TEXT_H
@@ -31,5 +32,9 @@ size_t text_edit_distance(const char *a, size_t alen, const char *b, size_t blen
 /* Is s well-formed UTF-8 (RFC 3629: shortest forms only, no surrogates,
  * nothing past U+10FFFF)? */
 bool text_utf8_valid(const char *s, size_t len);
+
+/* Equal, in a time that depends on the lengths but not on where the
+ * contents differ: for comparing secrets. */
+bool text_equal_secret(const char *a, size_t alen, const char *b, size_t blen);
 
 #endif

@@ -177,8 +177,8 @@ static void decode(const uint8_t *data, size_t size)
 static struct event_base *base;
 static struct config *cfg;
 static struct server srv;
-static const struct listener_info li_smtp = { "fuzz", false, "fuzz ESMTP" };
-static const struct listener_info li_lmtp = { "fuzz", true, "fuzz LMTP" };
+static const struct listener_info li_smtp = { "fuzz", false, "fuzz ESMTP", NULL, false };
+static const struct listener_info li_lmtp = { "fuzz", true, "fuzz LMTP", NULL, false };
 static int queued;
 
 static int fake_submit(struct queue *q, struct message *msg, struct message_body *body,

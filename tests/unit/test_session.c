@@ -5,13 +5,17 @@
  * message.c, not queue.c).
  *
  * The client is this same thread: it writes to its socket, then runs the
- * loop without blocking until the replies it waits for have arrived.
+ * loop without blocking until the replies it waits for have arrived. For
+ * STARTTLS the client's side of the handshake is a nonblocking OpenSSL
+ * client driven the same way; the server's certificate is made here, in
+ * memory, once.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,12 +28,18 @@
 
 #include <cmocka.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "config/settings.h"
 #include "inbound/inbound.h"
 #include "inbound/session.h"
 #include "queue/queue.h"
 #include "server/server.h"
+#include "tls/server.h"
+#include "util/base64.h"
 #include "util/log.h"
 
 /* ---- the stand-in queue ---- */
@@ -146,12 +156,12 @@ struct fixture {
 };
 
 static struct fixture fx;
-static const struct listener_info smtp_li = { "smtp-in", false, "tern test" };
-static const struct listener_info lmtp_li = { "lmtp-in", true, "tern lmtp" };
+static const struct listener_info smtp_li = { "smtp-in", false, "tern test", NULL, false };
+static const struct listener_info lmtp_li = { "lmtp-in", true, "tern lmtp", NULL, false };
 
 static void setup_with(const char *extra)
 {
-	char text[4096];
+	static char text[16384];
 	struct diags diags;
 	char err[256];
 
@@ -195,6 +205,7 @@ static int teardown(void **state)
 
 struct client {
 	int fd;
+	SSL *ssl; /* once STARTTLS has been done */
 	char buf[1 << 16];
 	size_t len, pos; /* received, and consumed by the test */
 	bool eof;
@@ -236,6 +247,7 @@ static struct client *connect_session(const struct listener_info *li)
 
 static void client_free(struct client *c)
 {
+	SSL_free(c->ssl);
 	close(c->fd);
 	free(c);
 }
@@ -243,8 +255,22 @@ static void client_free(struct client *c)
 static void client_read(struct client *c)
 {
 	while (!c->eof && c->len < sizeof(c->buf) - 1) {
-		ssize_t n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len, MSG_DONTWAIT);
+		ssize_t n;
 
+		if (c->ssl != NULL) {
+			int r = SSL_read(c->ssl, c->buf + c->len, (int)(sizeof(c->buf) - 1 - c->len));
+			int e = r > 0 ? 0 : SSL_get_error(c->ssl, r);
+
+			ERR_clear_error();
+			if (r > 0)
+				c->len += (size_t)r;
+			else if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+				break;
+			else
+				c->eof = true;
+			continue;
+		}
+		n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len, MSG_DONTWAIT);
 		if (n > 0)
 			c->len += (size_t)n;
 		else if (n == 0 || (errno != EAGAIN && errno != EINTR))
@@ -288,7 +314,17 @@ static void client_send(struct client *c, const char *data, size_t len)
 	int64_t end = now_ms() + 10000;
 
 	while (len > 0) {
-		ssize_t n = send(c->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		ssize_t n = c->ssl != NULL ? SSL_write(c->ssl, data, (int)len)
+					   : send(c->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		if (c->ssl != NULL && n <= 0) {
+			int e = SSL_get_error(c->ssl, (int)n);
+
+			assert_true(e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE);
+			assert_true(now_ms() < end);
+			event_base_loop(base, EVLOOP_NONBLOCK);
+			continue;
+		}
 
 		if (n > 0) {
 			data += n;
@@ -1260,6 +1296,289 @@ static void test_listener_max_connections(void **state)
 	}
 }
 
+/* ---- TLS, AUTH and REQUIRETLS ---- */
+
+static char cert_pem[4096], key_pem[2048];
+static struct tls_server *fx_tls;
+static struct listener_info tls_li = { "smtp-tls", false, "tern test", NULL, false };
+
+static void pem_of(BIO *b, char *out, size_t cap)
+{
+	int n = BIO_read(b, out, (int)cap - 1);
+
+	assert_true(n > 0);
+	out[n] = '\0';
+	BIO_free(b);
+}
+
+/* A self-signed P-256 certificate for the server, in memory. */
+static void make_certificate(void)
+{
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	X509_NAME *name;
+	BIO *b;
+
+	assert_non_null(key);
+	assert_non_null(x);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+	X509_gmtime_adj(X509_getm_notBefore(x), -60);
+	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+	X509_set_pubkey(x, key);
+	name = X509_get_subject_name(x);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"mx.test.example",
+				   -1, -1, 0);
+	X509_set_issuer_name(x, name);
+	assert_true(X509_sign(x, key, EVP_sha256()) > 0);
+	b = BIO_new(BIO_s_mem());
+	PEM_write_bio_X509(b, x);
+	pem_of(b, cert_pem, sizeof(cert_pem));
+	b = BIO_new(BIO_s_mem());
+	PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL);
+	pem_of(b, key_pem, sizeof(key_pem));
+	X509_free(x);
+	EVP_PKEY_free(key);
+}
+
+/* The base config, the certificate inline, extra; tls_li has it. */
+static void setup_tls_with(const char *extra)
+{
+	char text[sizeof(cert_pem) + sizeof(key_pem) + 2048], err[256];
+
+	snprintf(text, sizeof(text),
+		 "[certificate.\"test\"]\ncert = \"\"\"\n%s\"\"\"\nprivate-key = \"\"\"\n%s\"\"\"\n%s",
+		 cert_pem, key_pem, extra);
+	setup_with(text);
+	fx_tls = tls_server_new(fx.cfg, "test", err, sizeof(err));
+	if (fx_tls == NULL)
+		fail_msg("%s", err);
+	tls_li.tls = fx_tls;
+}
+
+#define AUTH_CONFIG                                                                    \
+	"[list]\nusers = [\"alice:s3cret\"]\n"                                         \
+	"[session.auth]\nmechanisms = [\"plain\", \"login\"]\nlookup = \"list/users\"\n"
+
+static int setup_tls(void **state)
+{
+	(void)state;
+	setup_tls_with(AUTH_CONFIG "[session.extensions]\nrequiretls = true\n");
+	return 0;
+}
+
+static int setup_tls_require(void **state)
+{
+	(void)state;
+	setup_tls_with(AUTH_CONFIG "require = true\n");
+	return 0;
+}
+
+static int setup_auth_clear(void **state)
+{
+	(void)state;
+	setup_with(AUTH_CONFIG "allow-plain-text = true\n");
+	return 0;
+}
+
+static int teardown_tls(void **state)
+{
+	teardown(state);
+	tls_server_free(fx_tls);
+	fx_tls = NULL;
+	tls_li.tls = NULL;
+	return 0;
+}
+
+/* After the server's 220: the client's side of the handshake. */
+static void client_handshake(struct client *c)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	int64_t end = now_ms() + 5000;
+
+	assert_non_null(ctx);
+	c->ssl = SSL_new(ctx);
+	SSL_CTX_free(ctx);
+	assert_non_null(c->ssl);
+	SSL_set_fd(c->ssl, c->fd);
+	for (;;) {
+		int r = SSL_connect(c->ssl), e;
+
+		if (r == 1)
+			break;
+		e = SSL_get_error(c->ssl, r);
+		if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+			fail_msg("handshake failed: %d", e);
+		assert_true(now_ms() < end);
+		pump(NULL);
+	}
+}
+
+static const char *plain_ir(const char *user, const char *pass, char *out)
+{
+	char raw[128];
+	size_t ul = strlen(user), pl = strlen(pass);
+
+	raw[0] = '\0';
+	memcpy(raw + 1, user, ul);
+	raw[1 + ul] = '\0';
+	memcpy(raw + 2 + ul, pass, pl);
+	base64_encode(raw, ul + pl + 2, out);
+	return out;
+}
+
+static void test_starttls_advertised_only_with_certificate(void **state)
+{
+	struct client *c = greeted(&smtp_li);
+
+	(void)state;
+	assert_null(strstr(c->last, "STARTTLS"));
+	say(c, "STARTTLS\r\n");
+	assert_string_equal(reply1(c), "502 5.5.1 Command not implemented\r\n");
+	client_free(c);
+
+	c = connect_session(&tls_li);
+	reply1(c);
+	say(c, "STARTTLS\r\n");
+	assert_string_equal(reply1(c), "503 5.5.1 Error: send HELO/EHLO first\r\n");
+	say(c, "EHLO client.example\r\n");
+	assert_non_null(strstr(reply1(c), "250 STARTTLS\r\n"));
+	/* REQUIRETLS and AUTH (not allowed in clear) are not offered yet */
+	assert_null(strstr(c->last, "REQUIRETLS"));
+	assert_null(strstr(c->last, "AUTH"));
+	say(c, "STARTTLS now\r\n");
+	assert_string_equal(reply1(c), "501 5.5.4 Syntax: STARTTLS\r\n");
+	say(c, "MAIL FROM:<a@b.example>\r\nSTARTTLS\r\nRSET\r\n");
+	assert_string_equal(replies(c, 3), "250 2.1.0 Ok\r\n"
+					   "503 5.5.1 Error: MAIL transaction in progress\r\n"
+					   "250 2.0.0 Ok\r\n");
+	client_free(c);
+}
+
+static void test_starttls_discards_input_and_resets(void **state)
+{
+	struct client *c = greeted(&tls_li);
+
+	(void)state;
+	/* Pipelined after STARTTLS in one packet: must never be answered. */
+	say(c, "STARTTLS\r\nRSET\r\nMAIL FROM:<evil@b.example>\r\n");
+	assert_string_equal(reply1(c), "220 2.0.0 Ready to start TLS\r\n");
+	client_handshake(c);
+	no_reply(c, 100);
+	/* As after the banner: no EHLO, no transaction */
+	say(c, "MAIL FROM:<a@b.example>\r\n");
+	assert_string_equal(reply1(c), "503 5.5.1 Error: send HELO/EHLO first\r\n");
+	say(c, "EHLO client.example\r\n");
+	reply1(c);
+	assert_null(strstr(c->last, "STARTTLS"));
+	assert_non_null(strstr(c->last, "250-AUTH PLAIN LOGIN\r\n"));
+	assert_non_null(strstr(c->last, "REQUIRETLS\r\n"));
+	say(c, "STARTTLS\r\n");
+	assert_string_equal(reply1(c), "503 5.5.1 Error: TLS already active\r\n");
+	client_free(c);
+}
+
+static void test_requiretls_and_received_under_tls(void **state)
+{
+	struct client *c = greeted(&tls_li);
+	char ir[128];
+
+	(void)state;
+	say(c, "MAIL FROM:<a@b.example> REQUIRETLS\r\n");
+	assert_string_equal(reply1(c), "555 5.5.4 Unsupported parameter\r\n");
+	say(c, "AUTH PLAIN\r\n");
+	assert_string_equal(reply1(c), "538 5.7.11 Encryption required for requested "
+				       "authentication mechanism\r\n");
+	say(c, "STARTTLS\r\n");
+	reply1(c);
+	client_handshake(c);
+	say(c, "EHLO client.example\r\n");
+	reply1(c);
+	say(c, "MAIL FROM:<a@b.example> REQUIRETLS\r\nRCPT TO:<x@allowed.example>\r\nDATA\r\n");
+	assert_string_equal(replies(c, 3), "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+					   "354 End data with <CR><LF>.<CR><LF>\r\n");
+	say(c, "Subject: s\r\n\r\nx\r\n.\r\n");
+	assert_memory_equal(reply1(c), "250 2.0.0 Ok: queued", 20);
+	assert_true(q.msgs[0]->requiretls);
+	assert_non_null(strstr(q.bodies[0]->data, "\r\n\t(using TLSv1."));
+	assert_non_null(strstr(q.bodies[0]->data, " with ESMTPS id "));
+	/* Authenticated too: ESMTPSA */
+	say(c, "AUTH PLAIN ");
+	say(c, plain_ir("alice", "s3cret", ir));
+	say(c, "\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@allowed.example>\r\nDATA\r\n");
+	assert_string_equal(replies(c, 4), "235 2.7.0 Authentication successful\r\n"
+					   "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+					   "354 End data with <CR><LF>.<CR><LF>\r\n");
+	say(c, "x\r\n.\r\n");
+	assert_memory_equal(reply1(c), "250 2.0.0 Ok: queued", 20);
+	assert_false(q.msgs[1]->requiretls);
+	assert_non_null(strstr(q.bodies[1]->data, " with ESMTPSA id "));
+	client_free(c);
+}
+
+static void test_auth_state_machine(void **state)
+{
+	struct client *c = connect_session(&smtp_li);
+	char ir[128];
+
+	(void)state;
+	reply1(c);
+	say(c, "AUTH PLAIN\r\n");
+	assert_string_equal(reply1(c), "503 5.5.1 Error: send HELO/EHLO first\r\n");
+	say(c, "EHLO client.example\r\n");
+	assert_non_null(strstr(reply1(c), "250 AUTH PLAIN LOGIN\r\n"));
+	say(c, "AUTH\r\nAUTH CRAM-MD5\r\nAUTH PLAIN not*base64\r\nAUTH PLAIN\r\n");
+	assert_string_equal(replies(c, 4), "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n"
+					   "504 5.5.4 Unrecognized authentication type\r\n"
+					   "501 5.5.2 Cannot decode response\r\n"
+					   "334 \r\n");
+	say(c, "*\r\n");
+	assert_string_equal(reply1(c), "501 5.0.0 Authentication cancelled\r\n");
+	/* LOGIN: user name, then a wrong password */
+	say(c, "AUTH LOGIN\r\n");
+	assert_string_equal(reply1(c), "334 VXNlcm5hbWU6\r\n");
+	say(c, "YWxpY2U=\r\n");
+	assert_string_equal(reply1(c), "334 UGFzc3dvcmQ6\r\n");
+	say(c, "d3Jvbmc=\r\n");
+	assert_string_equal(reply1(c), "535 5.7.8 Authentication credentials invalid\r\n");
+	/* PLAIN with an authzid that is someone else */
+	base64_encode("bob\0alice\0s3cret", 16, ir);
+	say(c, "AUTH PLAIN ");
+	say(c, ir);
+	say(c, "\r\n");
+	assert_string_equal(reply1(c), "535 5.7.8 Authentication credentials invalid\r\n");
+	/* PLAIN, the initial response in the command */
+	say(c, "AUTH PLAIN ");
+	say(c, plain_ir("alice", "s3cret", ir));
+	say(c, "\r\n");
+	assert_string_equal(reply1(c), "235 2.7.0 Authentication successful\r\n");
+	say(c, "AUTH PLAIN\r\nEHLO client.example\r\n");
+	assert_string_equal(reply1(c), "503 5.5.1 Error: already authenticated\r\n");
+	assert_null(strstr(reply1(c), "AUTH"));
+	say(c, "MAIL FROM:<a@b.example>\r\nAUTH LOGIN\r\n");
+	assert_string_equal(replies(c, 2), "250 2.1.0 Ok\r\n"
+					   "503 5.5.1 Error: MAIL transaction in progress\r\n");
+	client_free(c);
+}
+
+static void test_auth_require(void **state)
+{
+	struct client *c = greeted(&tls_li);
+	char ir[128];
+
+	(void)state;
+	say(c, "MAIL FROM:<a@b.example>\r\n");
+	assert_string_equal(reply1(c), "530 5.7.0 Authentication required\r\n");
+	say(c, "STARTTLS\r\n");
+	reply1(c);
+	client_handshake(c);
+	say(c, "EHLO client.example\r\nAUTH PLAIN ");
+	say(c, plain_ir("alice", "s3cret", ir));
+	say(c, "\r\nMAIL FROM:<a@b.example>\r\n");
+	assert_string_equal(strstr(replies(c, 3), "235"), "235 2.7.0 Authentication successful\r\n"
+							  "250 2.1.0 Ok\r\n");
+	client_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1290,8 +1609,18 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_utf8_and_addresses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listener_max_connections, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_starttls_advertised_only_with_certificate,
+						setup_tls, teardown_tls),
+		cmocka_unit_test_setup_teardown(test_starttls_discards_input_and_resets, setup_tls,
+						teardown_tls),
+		cmocka_unit_test_setup_teardown(test_requiretls_and_received_under_tls, setup_tls,
+						teardown_tls),
+		cmocka_unit_test_setup_teardown(test_auth_state_machine, setup_auth_clear, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_require, setup_tls_require, teardown_tls),
 	};
 
 	log_set_level(LOG_WARN);
+	signal(SIGPIPE, SIG_IGN); /* as tern serve does */
+	make_certificate();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
