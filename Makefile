@@ -54,7 +54,7 @@ unit: $(UNIT_BINS) build/san/tern build/san/toml-decode
 
 # The whole suite; scripts/test.sh wraps this with dependency installation.
 test: unit
-	@tests/run-all.sh
+	@/usr/bin/python3 tests/run_all.py
 
 FUZZ_BINS = $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_FLAGS = -O1 -g -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer

@@ -196,7 +196,10 @@ enum conn_io_status conn_io_handshake(struct conn_io *io)
 
 void conn_io_tls_info(const struct conn_io *io, struct tls_info *out)
 {
-	tls_describe(io->ssl, out);
+	/* The client's certificate is not asked for: only protocol and cipher count. */
+	static const struct tls_policy inbound = { TLS_USE_OFFERED, TLS_VERIFY_NONE, NULL, 0 };
+
+	tls_describe(io->ssl, &inbound, out);
 }
 
 void conn_io_close(struct conn_io *io)
