@@ -56,11 +56,17 @@ unit: $(UNIT_BINS) build/san/tern build/san/toml-decode
 test: unit
 	@/usr/bin/python3 tests/run_all.py
 
+# The library is compiled once for every harness (fuzzer-no-link: coverage
+# without libFuzzer's main), each harness then links against it.
 FUZZ_BINS = $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
-FUZZ_FLAGS = -O1 -g -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer
-build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(wildcard src/*/*.h)
+FUZZ_SAN = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
+build/fuzz/obj/%.o: %.c $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
-	clang $(CSTD) $(WARN) -Wno-missing-prototypes $(FUZZ_FLAGS) $(CPPFLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS)
+	clang $(CSTD) $(WARN) -fsanitize=fuzzer-no-link $(FUZZ_SAN) $(CPPFLAGS) -c $< -o $@
+build/fuzz/libtern.a: $(LIB_SRC:%.c=build/fuzz/obj/%.o)
+	rm -f $@ && ar rcs $@ $^
+build/fuzz/%: tests/fuzz/%.c build/fuzz/libtern.a
+	clang $(CSTD) $(WARN) -Wno-missing-prototypes -fsanitize=fuzzer $(FUZZ_SAN) $(CPPFLAGS) -o $@ $< build/fuzz/libtern.a $(LDLIBS)
 fuzz: $(FUZZ_BINS)
 
 clean:
