@@ -227,6 +227,19 @@ def test_policy_is_refreshed_when_the_id_changes(world, tmp_path, pki):
             wait_for(lambda: len(tern.log_lines("rcpt=<%s>" % rcpt)) >= 3, what="outcome 3")
             mx.wait_messages(n26 + 1, local="127.0.0.26")
             assert "MTA-STS %s: policy id 2 fetched" % d("refresh") in tern.log()
+
+            # Another new id, but the policy host answers 404: the fetch
+            # fails and the cached policy (id 2: mx1 only) stays in force.
+            web.set_policy(d("refresh"), None)
+            nsd.stop()
+            nsd.zones[ZONE] = zone(ZONE, records(refresh_id="3"), serial=3)
+            nsd.start()
+            time.sleep(2.5)
+            send_one(ns, rcpt)
+            wait_for(lambda: len(tern.log_lines("rcpt=<%s>" % rcpt)) >= 4, what="outcome 4")
+            mx.wait_messages(n26 + 2, local="127.0.0.26")
+            assert ("the cached policy (id 2, mode enforce) stays in force" in tern.log()), \
+                tern.log()
             lines = tern.log_lines("rcpt=<%s>" % rcpt)
             assert all(field(l, "status") == "sent" for l in lines), lines
         assert tern.proc.returncode == 0, tern.log()
@@ -234,7 +247,7 @@ def test_policy_is_refreshed_when_the_id_changes(world, tmp_path, pki):
         # The world as the other tests expect it.
         web.set_policy(d("refresh"), policy("enforce", [d("mx2.refresh")]))
         nsd.stop()
-        nsd.zones[ZONE] = zone(ZONE, records(), serial=3)
+        nsd.zones[ZONE] = zone(ZONE, records(), serial=4)
         nsd.start()
 
 

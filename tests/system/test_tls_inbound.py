@@ -20,6 +20,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import time
 
 import pytest
 
@@ -222,6 +223,30 @@ def test_starttls_then_garbage_fails_handshake_and_logs(tmp_path, pki):
             except ConnectionResetError:
                 pass  # closed with our garbage unread
         wait_for(lambda: tern.log_lines("TLS handshake"), what="the failed handshake logged")
+    finally:
+        stop_ok(tern)
+
+
+def test_stalled_handshake_times_out_within_session_timeout(tmp_path, pki):
+    """A client that says STARTTLS and then nothing: the handshake has
+    session.timeout in all, then the connection closes and a line says why."""
+    tern = tls_server(tmp_path, pki, '[session]\ntimeout = "1s"\n').start()
+    try:
+        with socket.create_connection(("127.0.0.1", tern.port), timeout=10) as raw:
+            recv_reply(raw)
+            raw.sendall(b"EHLO client.test\r\n")
+            recv_reply(raw)
+            raw.sendall(b"STARTTLS\r\n")
+            assert recv_reply(raw).startswith("220 ")
+            started = time.monotonic()
+            raw.settimeout(10)
+            try:
+                assert raw.recv(4096) == b""   # closed, nothing said in clear
+            except ConnectionResetError:
+                pass
+            waited = time.monotonic() - started
+            assert 0.8 <= waited <= 4.0, waited
+        wait_for(lambda: tern.log_lines("TLS handshake timed out"), what="the time-out logged")
     finally:
         stop_ok(tern)
 
