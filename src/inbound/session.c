@@ -180,6 +180,7 @@ struct session {
 
 	/* AUTH: the exchange under way, and who the client is once done. */
 	enum auth_step auth_step;
+	unsigned auth_failures;       /* credentials refused in this session */
 	const char *auth_mech;       /* "PLAIN" or "LOGIN", for logs */
 	struct sasl_cred cred;       /* wiped after every exchange */
 	char auth_id[SASL_FIELD_MAX + 1];
@@ -760,6 +761,10 @@ static void cmd_starttls(struct session *s, const struct smtp_cmd *c)
 
 /* ---- AUTH ---- */
 
+/* tern's choice: credentials refused this many times in one session end
+ * it (421), so that one connection cannot try passwords without end. */
+#define AUTH_FAILURES_MAX 3
+
 static void auth_done(struct session *s)
 {
 	sasl_cred_clear(&s->cred);
@@ -789,6 +794,14 @@ static void auth_verify(struct session *s)
 		reply(s, "235 2.7.0 Authentication successful");
 		log_info("inbound %s: AUTH %s user=%s client=%s", s->id, s->auth_mech, user,
 			 s->remote_text);
+	} else if (++s->auth_failures >= AUTH_FAILURES_MAX) {
+		replyf(s, "421 4.7.0 %s Too many failed authentication attempts", hostname(s));
+		log_warn("inbound %s: AUTH %s failed: bad credentials user=%s client=%s; closing "
+			 "after %u failures", s->id, s->auth_mech, user, s->remote_text,
+			 s->auth_failures);
+		auth_done(s);
+		close_after_reply(s);
+		return;
 	} else {
 		reply(s, "535 5.7.8 Authentication credentials invalid");
 		log_warn("inbound %s: AUTH %s failed: bad credentials user=%s client=%s", s->id,

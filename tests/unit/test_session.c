@@ -1560,6 +1560,31 @@ static void test_auth_state_machine(void **state)
 	client_free(c);
 }
 
+/* The third refused password in a session ends it. */
+static void test_auth_failures_end_the_session(void **state)
+{
+	struct client *c = connect_session(&smtp_li);
+	char ir[128];
+
+	(void)state;
+	reply1(c);
+	say(c, "EHLO client.example\r\n");
+	reply1(c);
+	for (int i = 0; i < 2; i++) {
+		say(c, "AUTH PLAIN ");
+		say(c, plain_ir("alice", "wrong", ir));
+		say(c, "\r\n");
+		assert_string_equal(reply1(c), "535 5.7.8 Authentication credentials invalid\r\n");
+	}
+	say(c, "AUTH PLAIN ");
+	say(c, plain_ir("alice", "s3cret-not", ir));
+	say(c, "\r\n");
+	assert_string_equal(reply1(c),
+			    "421 4.7.0 mx.test.example Too many failed authentication attempts\r\n");
+	wait_eof(c);
+	client_free(c);
+}
+
 static void test_auth_require(void **state)
 {
 	struct client *c = greeted(&tls_li);
@@ -1616,6 +1641,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_requiretls_and_received_under_tls, setup_tls,
 						teardown_tls),
 		cmocka_unit_test_setup_teardown(test_auth_state_machine, setup_auth_clear, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_failures_end_the_session, setup_auth_clear,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_auth_require, setup_tls_require, teardown_tls),
 	};
 
