@@ -158,7 +158,8 @@ static bool header_line(const char *text, size_t len, size_t *pos, const char *n
 	    text[i + nlen] != ':' || text[i + nlen + 1] != ' ')
 		return false;
 	vlen = end - (i + nlen + 2);
-	if (vlen == 0 || vlen >= outlen)
+	/* A NUL would cut the C string short of what was checked. */
+	if (vlen == 0 || vlen >= outlen || memchr(text + i + nlen + 2, '\0', vlen) != NULL)
 		return false;
 	memcpy(out, text + i + nlen + 2, vlen);
 	out[vlen] = '\0';

@@ -24,9 +24,10 @@
  * then used, closed and opened again. What must hold:
  * - spool_open and spool_recover succeed whatever the bytes: damage is
  *   logged and skipped or cut off, never fatal, never a crash or a hang;
- * - every recovered message has a pending recipient, comes in ascending
- *   id order, has a well-formed envelope that encodes and decodes back to
- *   itself, and its body reads back (its CRC checks again);
+ * - every recovered message has a pending recipient (or a final one whose
+ *   notice is still owed), comes in ascending id order, has a well-formed
+ *   envelope that encodes and decodes back to itself, and its body reads
+ *   back (its CRC checks again);
  * - recipient updates and releases of recovered messages are accepted, a
  *   new message is accepted, acknowledged and gets an id above every
  *   recovered one, and its body reads back;
@@ -333,7 +334,9 @@ static void check_recovered_msg(const struct message *m)
 			check(r->domain[k] ==
 			      (char)tolower((unsigned char)r->addr[r->addr_len - r->domain_len + k]));
 		check(r->state <= RCPT_FAILED && (r->notify & ~0xfu) == 0);
-		pending |= r->state == RCPT_PENDING;
+		/* Recovery keeps a message for a recipient still to try, or
+		 * for a final one whose notice is still owed. */
+		pending |= r->state == RCPT_PENDING || (r->flags & RCPT_F_DSN_OWED) != 0;
 	}
 	check(pending);
 }
