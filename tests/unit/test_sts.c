@@ -295,6 +295,15 @@ static void test_cache_file_parse(void **state)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		if (sts_cache_file_parse(bad[i], strlen(bad[i]), &e, why, sizeof(why)))
 			fail_msg("accepted cache file %zu", i);
+	/* A NUL inside a value (found by fuzz_sts_policy): the id would be
+	 * checked, and kept, only up to it. */
+	{
+		static const char nul_id[] = "tern-mta-sts 1\ndomain: x.example\nid: \0abc\n"
+					     "fetched: 100\n\nversion: STSv1\nmode: testing\n"
+					     "mx: *.x.example\nmax_age: 10\n";
+
+		assert_false(sts_cache_file_parse(nul_id, sizeof(nul_id) - 1, &e, why, sizeof(why)));
+	}
 }
 
 int main(void)
