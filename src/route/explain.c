@@ -80,22 +80,21 @@ static enum route_dane_verdict host_dane(const struct config *cfg, const struct 
 	return route_tls_dane(cfg, &ctx, h, tls, refused);
 }
 
-/* What DANE found for an MX host and what it makes of the connection. */
-static void print_dane(FILE *out, const struct config *cfg, const struct rule_ctx *base_ctx,
-		       const struct route_host *h)
+/* What DANE found for an MX host, and what its verdict makes of the
+ * connection's TLS (tls, refused: as host_dane left them). */
+static void print_dane(FILE *out, const struct route_host *h, enum route_dane_verdict verdict,
+		       const struct tls_policy *tls, const struct delivery_status *refused)
 {
-	struct tls_policy tls;
-	struct delivery_status refused;
 	char text[96];
 
-	switch (host_dane(cfg, base_ctx, h, &tls, &refused)) {
+	switch (verdict) {
 	case ROUTE_DANE_REFUSE:
-		fprintf(out, "    dane: %s -> not used: %s %s\n", h->dane_why, refused.enhanced,
-			refused.text);
+		fprintf(out, "    dane: %s -> not used: %s %s\n", h->dane_why, refused->enhanced,
+			refused->text);
 		break;
 	case ROUTE_DANE_ON:
 		fprintf(out, "    dane: %s -> %s\n", h->dane_why,
-			route_tls_describe(&tls, text, sizeof(text)));
+			route_tls_describe(tls, text, sizeof(text)));
 		break;
 	case ROUTE_DANE_OFF: /* the TLS is starttls's and MTA-STS's, shown above */
 		fprintf(out, "    dane: %s\n", h->dane_why);
@@ -158,8 +157,8 @@ static void print_host(FILE *out, const struct config *cfg, const struct rule_ct
 	const struct route_host *h = &plan->hosts[i];
 	struct tls_policy tls;
 	struct delivery_status refused;
-	bool dane_governs = plan->dnssec &&
-			    host_dane(cfg, base_ctx, h, &tls, &refused) == ROUTE_DANE_ON;
+	enum route_dane_verdict dane = plan->dnssec ? host_dane(cfg, base_ctx, h, &tls, &refused)
+						    : ROUTE_DANE_OFF;
 	char ip[IPADDR_STRLEN];
 
 	fprintf(out, "  host %zu: %s", i + 1, h->name);
@@ -167,7 +166,7 @@ static void print_host(FILE *out, const struct config *cfg, const struct rule_ct
 		fprintf(out, " (preference %d)", h->preference);
 	else if (plan->implicit_mx)
 		fputs(" (implicit MX: the domain has no MX records)", out);
-	fputs(sts_host_word(plan, h->name, dane_governs), out);
+	fputs(sts_host_word(plan, h->name, dane == ROUTE_DANE_ON), out);
 	fputc('\n', out);
 	if (h->n_addrs == 0) {
 		fprintf(out, "    no address: %s %s (%s)\n", h->none.enhanced, h->none.text,
@@ -188,7 +187,7 @@ static void print_host(FILE *out, const struct config *cfg, const struct rule_ct
 	if (h->n_found > h->n_addrs)
 		fprintf(out, "    (%zu more not tried: limits.multihomed)\n", h->n_found - h->n_addrs);
 	if (plan->dnssec)
-		print_dane(out, cfg, base_ctx, h);
+		print_dane(out, h, dane, &tls, &refused);
 }
 
 static void print_plan(FILE *out, const struct config *cfg, const char *hostname,

@@ -206,15 +206,22 @@ def test_starttls_discards_pipelined_input(tmp_path, pki):
         stop_ok(tern)
 
 
+def starttls_in_clear(tern):
+    """A raw connection that has said EHLO and STARTTLS and got the 220, for
+    a test to go on with instead of a handshake."""
+    raw = socket.create_connection(("127.0.0.1", tern.port), timeout=10)
+    recv_reply(raw)
+    raw.sendall(b"EHLO client.test\r\n")
+    recv_reply(raw)
+    raw.sendall(b"STARTTLS\r\n")
+    assert recv_reply(raw).startswith("220 ")
+    return raw
+
+
 def test_starttls_then_garbage_fails_handshake_and_logs(tmp_path, pki):
     tern = tls_server(tmp_path, pki).start()
     try:
-        with socket.create_connection(("127.0.0.1", tern.port), timeout=10) as raw:
-            recv_reply(raw)
-            raw.sendall(b"EHLO client.test\r\n")
-            recv_reply(raw)
-            raw.sendall(b"STARTTLS\r\n")
-            assert recv_reply(raw).startswith("220 ")
+        with starttls_in_clear(tern) as raw:
             raw.sendall(b"this is not a client hello\r\n" * 4)
             raw.settimeout(10)
             try:
@@ -232,12 +239,7 @@ def test_stalled_handshake_times_out_within_session_timeout(tmp_path, pki):
     session.timeout in all, then the connection closes and a line says why."""
     tern = tls_server(tmp_path, pki, '[session]\ntimeout = "1s"\n').start()
     try:
-        with socket.create_connection(("127.0.0.1", tern.port), timeout=10) as raw:
-            recv_reply(raw)
-            raw.sendall(b"EHLO client.test\r\n")
-            recv_reply(raw)
-            raw.sendall(b"STARTTLS\r\n")
-            assert recv_reply(raw).startswith("220 ")
+        with starttls_in_clear(tern) as raw:
             started = time.monotonic()
             raw.settimeout(10)
             try:
